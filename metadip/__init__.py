@@ -1,0 +1,43 @@
+"""metadip: Deep Image Prior reconstruction from a meta-learned initialization.
+
+import metadip
+op = metadip.Denoise((3, 128, 128), sigma=25 / 255)
+rec = metadip.reconstruct(op.measure(x), op)   # rec.image: (3, 128, 128)
+"""
+
+from metadip.api import Reconstruction, reconstruct
+from metadip.init import MetaInit, load_init
+from metadip.metrics import psnr, ssim
+from metadip.operators import (
+    Blur,
+    CompressiveSensing,
+    Denoise,
+    Inpainting,
+    LinearOperator,
+    Operator,
+    PhaseRetrieval,
+    PhysicsAdapter,
+    SuperResolution,
+    as_operator,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Blur",
+    "CompressiveSensing",
+    "Denoise",
+    "Inpainting",
+    "LinearOperator",
+    "MetaInit",
+    "Operator",
+    "PhaseRetrieval",
+    "PhysicsAdapter",
+    "Reconstruction",
+    "SuperResolution",
+    "as_operator",
+    "load_init",
+    "psnr",
+    "reconstruct",
+    "ssim",
+]

@@ -1,0 +1,287 @@
+"""Initializations: network weights plus the fitting rule that starts from them.
+
+A ``MetaInit`` holds everything one reconstruction needs besides the data: the
+network config and weights, the update rule with its per-step per-parameter
+learning rates (log-parametrized), momentum, TV weight, the Fourier-feature
+basis and scale, the input-noise seed, and provenance metadata. Files are
+safetensors with the config and metadata as JSON in the header.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from metadip.networks import NetConfig, build_network
+
+__all__ = ["DEFAULT_INIT_NAME", "MetaInit", "default_init_path", "load_init"]
+
+FORMAT = "metadip-init/1"
+DEFAULT_INIT_NAME = "default.safetensors"
+RULES = ("sgd", "adam")
+
+# The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
+VANILLA = {"lr": 0.01, "jitter": 1.0 / 30.0, "ema": 0.99, "steps": 1000}
+
+
+@dataclass
+class MetaInit:
+    """An initialization and fitting rule.
+
+    ``log_lr``: ``(steps, P)`` log learning rates per step and parameter tensor
+    (P = len(weights), in ``weights`` order); ``rule``: ``"sgd"`` (momentum SGD,
+    the meta-learned rule) or ``"adam"`` (vanilla DIP). ``jitter`` is the std of
+    the input noise added each step, ``ema`` the output averaging factor (0 = off).
+    """
+
+    config: NetConfig
+    weights: dict[str, Tensor]
+    log_lr: Tensor
+    momentum: Tensor
+    tv_weight: Tensor
+    fourier_basis: Tensor
+    fourier_scale: Tensor
+    z_seed: int = 0
+    rule: str = "sgd"
+    jitter: float = 0.0
+    ema: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if self.log_lr.dim() != 2 or self.log_lr.shape[1] != len(self.weights):
+            raise ValueError(
+                f"log_lr must be (steps, {len(self.weights)}) for {len(self.weights)} parameter "
+                f"tensors, got {tuple(self.log_lr.shape)}"
+            )
+        if self.fourier_basis.shape != (self.config.num_fourier, 2):
+            raise ValueError(
+                f"fourier_basis must be ({self.config.num_fourier}, 2), got "
+                f"{tuple(self.fourier_basis.shape)}"
+            )
+
+    @property
+    def steps(self) -> int:
+        """The horizon the learning rates were made for."""
+        return int(self.log_lr.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.log_lr.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.log_lr.device
+
+    def fourier_b(self) -> Tensor:
+        """Fourier frequencies ``(k, 2)`` = scale · basis."""
+        return self.fourier_scale * self.fourier_basis
+
+    @classmethod
+    def random(
+        cls,
+        channels: int,
+        width: int = 128,
+        depth: int = 5,
+        steps: int = 50,
+        seed: int = 0,
+        *,
+        rule: str = "sgd",
+        lr: float | None = None,
+        momentum: float = 0.9,
+        tv_weight: float = 0.0,
+        num_fourier: int = 16,
+        fourier_scale: float = 2.0,
+        kind: str = "skip",
+        dtype: torch.dtype = torch.float32,
+    ) -> MetaInit:
+        """A fresh, untrained initialization (torch's default init, seeded).
+
+        ``rule="adam"`` with the defaults is vanilla DIP (lr 0.01, jitter 1/30, EMA 0.99).
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        config = NetConfig(
+            kind=kind, out_channels=channels, width=width, depth=depth, num_fourier=num_fourier
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_network(config)
+            basis = torch.randn(num_fourier, 2)
+        weights = {k: v.detach().to(dtype) for k, v in net.named_parameters()}
+        if lr is None:
+            lr = VANILLA["lr"] if rule == "adam" else 0.05
+        vanilla = rule == "adam"
+        return cls(
+            config=config,
+            weights=weights,
+            log_lr=torch.full((steps, len(weights)), math.log(lr), dtype=dtype),
+            momentum=torch.tensor(momentum if not vanilla else 0.9, dtype=dtype),
+            tv_weight=torch.tensor(tv_weight, dtype=dtype),
+            fourier_basis=basis.to(dtype),
+            fourier_scale=torch.tensor(fourier_scale, dtype=dtype),
+            z_seed=seed,
+            rule=rule,
+            jitter=VANILLA["jitter"] if vanilla else 0.0,
+            ema=VANILLA["ema"] if vanilla else 0.0,
+            metadata={"source": "random", "seed": seed},
+        )
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor, keyed as in the file."""
+        out = {f"weights.{k}": v for k, v in self.weights.items()}
+        out.update(
+            log_lr=self.log_lr,
+            momentum=self.momentum,
+            tv_weight=self.tv_weight,
+            fourier_basis=self.fourier_basis,
+            fourier_scale=self.fourier_scale,
+        )
+        return out
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> MetaInit:
+        """A copy with every tensor moved and/or cast."""
+
+        def mv(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype)
+
+        return replace(
+            self,
+            weights={k: mv(v) for k, v in self.weights.items()},
+            log_lr=mv(self.log_lr),
+            momentum=mv(self.momentum),
+            tv_weight=mv(self.tv_weight),
+            fourier_basis=mv(self.fourier_basis),
+            fourier_scale=mv(self.fourier_scale),
+        )
+
+    def with_steps(self, steps: int) -> MetaInit:
+        """The same init for another horizon: extra steps reuse the last step's rates."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if steps <= self.steps:
+            log_lr = self.log_lr[:steps]
+        else:
+            extra = self.log_lr[-1:].expand(steps - self.steps, -1)
+            log_lr = torch.cat([self.log_lr, extra])
+        return replace(self, log_lr=log_lr.clone())
+
+    def save(self, path: str | Path) -> Path:
+        """Writes safetensors + JSON header (config, rule, metadata) to ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "format": FORMAT,
+            "config": json.dumps(self.config.to_dict()),
+            "rule": self.rule,
+            "z_seed": str(self.z_seed),
+            "jitter": repr(self.jitter),
+            "ema": repr(self.ema),
+            "metadata": json.dumps(self.metadata),
+        }
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=header)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: Any = None) -> MetaInit:
+        """Reads a file written by ``save``; a corrupt or mismatched file raises ValueError."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no init file at {path}")
+        try:
+            tensors = load_file(str(path), device="cpu")
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n)).get("__metadata__") or {}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable safetensors init file: {e}") from e
+        if header.get("format") != FORMAT:
+            raise ValueError(
+                f"{path} is not a metadip init (format {header.get('format')!r}, expected {FORMAT!r})"
+            )
+        try:
+            config = NetConfig.from_dict(json.loads(header["config"]))
+            meta = json.loads(header.get("metadata", "{}"))
+            kw = {
+                "rule": header["rule"],
+                "z_seed": int(header["z_seed"]),
+                "jitter": float(header["jitter"]),
+                "ema": float(header["ema"]),
+            }
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"{path}: malformed metadip header ({e})") from e
+        expected = {k: tuple(p.shape) for k, p in build_network(config).named_parameters()}
+        weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
+        got = {k: tuple(v.shape) for k, v in weights.items()}
+        if got != expected:
+            missing = sorted(set(expected) - set(got))
+            extra = sorted(set(got) - set(expected))
+            wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+            raise ValueError(
+                f"{path}: weights do not match the network config {config}: missing {missing[:5]}, "
+                f"unexpected {extra[:5]}, wrong shape {wrong[:5]}"
+            )
+        # Keep the network's parameter order: learning-rate columns follow it.
+        weights = {k: weights[k] for k in expected}
+        try:
+            init = cls(
+                config=config,
+                weights=weights,
+                log_lr=tensors["log_lr"],
+                momentum=tensors["momentum"],
+                tv_weight=tensors["tv_weight"],
+                fourier_basis=tensors["fourier_basis"],
+                fourier_scale=tensors["fourier_scale"],
+                metadata=meta,
+                **kw,
+            )
+        except KeyError as e:
+            raise ValueError(f"{path}: missing tensor {e}") from e
+        return init.to(device) if device is not None else init
+
+
+def default_init_path() -> Path:
+    """Where the shipped default initialization lives (it may not exist)."""
+    return Path(str(resources.files("metadip") / "weights" / DEFAULT_INIT_NAME))
+
+
+def load_init(
+    name_or_path: str | Path | MetaInit, channels: int | None = None, seed: int = 0
+) -> MetaInit:
+    """Resolves ``"default"``, ``"random"`` (vanilla DIP with weights from ``seed``; needs
+    ``channels``), a path or a MetaInit."""
+    if isinstance(name_or_path, MetaInit):
+        return name_or_path
+    if name_or_path == "random":
+        if channels is None:
+            raise ValueError("init='random' needs the number of image channels")
+        return MetaInit.random(channels, steps=VANILLA["steps"], seed=seed, rule="adam")
+    if name_or_path == "default":
+        path = default_init_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                "no trained default initialization is installed with this copy of metadip "
+                f"(expected {path}). Pass init=PATH to a trained init file, or init='random' for "
+                "vanilla DIP (1000 steps)."
+            )
+        return MetaInit.load(path)
+    if isinstance(name_or_path, (str, Path)):
+        return MetaInit.load(name_or_path)
+    raise TypeError(
+        f"init must be 'default', 'random', a file path or a MetaInit, got {type(name_or_path)}"
+    )

@@ -1,0 +1,225 @@
+"""Networks: the DIP "skip" encoder-decoder, its input, and a SIREN baseline.
+
+The skip network follows the original Deep Image Prior defaults (5 levels of
+128 channels, 4-channel 1×1 skips, 3×3 convolutions, stride-2 downsampling,
+bilinear upsampling, reflection padding, LeakyReLU(0.2), sigmoid output).
+Normalization uses the current input's statistics only (per image and channel,
+no running statistics), which keeps every fitting step a pure function and
+makes a batch of images B independent problems.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metadip import functional
+
+__all__ = ["NetConfig", "Siren", "SkipNet", "build_network", "coordinate_grid", "noise_input"]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture and input of a DIP network (serialised in every init file).
+
+    ``kind``: ``"skip"`` (DIP U-Net) or ``"siren"`` (sine MLP on coordinates).
+    The skip network's input is ``noise_channels`` of fixed noise plus
+    ``2 * num_fourier`` Fourier features of the pixel coordinates.
+    """
+
+    kind: str = "skip"
+    out_channels: int = 3
+    width: int = 128
+    depth: int = 5
+    skip_channels: int = 4
+    noise_channels: int = 32
+    num_fourier: int = 16
+    siren_w0: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("skip", "siren"):
+            raise ValueError(f"network kind must be 'skip' or 'siren', got {self.kind!r}")
+        for name in ("out_channels", "width", "depth"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("skip_channels", "noise_channels", "num_fourier"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.kind == "skip" and self.noise_channels + self.num_fourier == 0:
+            raise ValueError("the skip network needs noise_channels > 0 or num_fourier > 0")
+
+    @property
+    def in_channels(self) -> int:
+        if self.kind == "siren":
+            return 2 + 2 * self.num_fourier
+        return self.noise_channels + 2 * self.num_fourier
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown network config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+class Norm(nn.Module):
+    """Affine normalization with the statistics of the current input, per image and channel."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    pad = (kernel - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, padding_mode="reflect"),
+        Norm(cout),
+        nn.LeakyReLU(0.2),
+    )
+
+
+class SkipNet(nn.Module):
+    """DIP encoder-decoder with skip connections: ``(B, Cin, H, W) -> (B, Cout, H, W)`` in (0, 1).
+
+    Works for any H, W with ``H, W >= 2**depth`` (odd sizes included): each
+    upsampling goes back to the exact size of the level above.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, width: int = 128, depth: int = 5, skip: int = 4
+    ):
+        super().__init__()
+        self.depth = depth
+        self.skip_branch = nn.ModuleList()
+        self.down = nn.ModuleList()
+        self.merge_norm = nn.ModuleList()
+        self.up = nn.ModuleList()
+        cin = in_channels
+        for i in range(depth):
+            self.skip_branch.append(_conv_block(cin, skip, 1) if skip > 0 else nn.Identity())
+            self.down.append(
+                nn.Sequential(_conv_block(cin, width, 3, 2), _conv_block(width, width, 3))
+            )
+            merged = skip + width
+            self.merge_norm.append(Norm(merged))
+            self.up.append(
+                nn.Sequential(_conv_block(merged, width, 3), _conv_block(width, width, 1))
+            )
+            cin = width
+        self.skip = skip
+        self.out = nn.Conv2d(width, out_channels, 1)
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raises if the image is too small for ``depth`` reflection-padded downsamplings."""
+        h, w = height, width
+        for _ in range(self.depth):
+            if h < 2 or w < 2:
+                break
+            h, w = -(-h // 2), -(-w // 2)
+        if h < 2 or w < 2:
+            need = 2 ** (self.depth - 1) + 1
+            raise ValueError(
+                f"image of {height}x{width} is too small for a skip network of depth "
+                f"{self.depth}: H and W must be at least {need}; use a smaller depth"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_size(x.shape[-2], x.shape[-1])
+        return torch.sigmoid(self.out(self._level(0, x)))
+
+    def _level(self, i: int, x: Tensor) -> Tensor:
+        d = self.down[i](x)
+        if i + 1 < self.depth:
+            d = self._level(i + 1, d)
+        d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        h = torch.cat([self.skip_branch[i](x), d], dim=1) if self.skip > 0 else d
+        return self.up[i](self.merge_norm[i](h))
+
+
+class Siren(nn.Module):
+    """Sine MLP on pixel coordinates (SIREN): ``(B, Cin, H, W) -> (B, Cout, H, W)``.
+
+    ``h_{l+1} = sin(w0 · (W_l h_l + b_l))`` with the SIREN initialization; a linear last layer.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 256,
+        depth: int = 3,
+        w0: float = 30.0,
+    ):
+        super().__init__()
+        self.w0 = w0
+        dims = [in_channels] + [width] * depth
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = nn.Linear(width, out_channels)
+        with torch.no_grad():
+            for i, layer in enumerate(self.hidden):
+                bound = 1.0 / layer.in_features if i == 0 else math.sqrt(6 / layer.in_features) / w0
+                layer.weight.uniform_(-bound, bound)
+            bound = math.sqrt(6 / width) / w0
+            self.out.weight.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.permute(0, 2, 3, 1)
+        for layer in self.hidden:
+            h = torch.sin(self.w0 * layer(h))
+        return self.out(h).permute(0, 3, 1, 2)
+
+
+def build_network(config: NetConfig) -> nn.Module:
+    """The architecture for ``config`` with torch's default (global-RNG) initialization."""
+    if config.kind == "siren":
+        return Siren(
+            config.in_channels, config.out_channels, config.width, config.depth, config.siren_w0
+        )
+    return SkipNet(
+        config.in_channels, config.out_channels, config.width, config.depth, config.skip_channels
+    )
+
+
+def noise_input(
+    channels: int, height: int, width: int, seed: int, dtype: torch.dtype, device: Any = None
+) -> Tensor:
+    """DIP's fixed input noise ``(1, channels, H, W)``: uniform on [0, 0.1), drawn on the CPU."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    return (torch.rand(1, channels, height, width, generator=g, dtype=dtype) * 0.1).to(device)
+
+
+def coordinate_grid(height: int, width: int, dtype: torch.dtype, device: Any = None) -> Tensor:
+    """Pixel coordinates in [-1, 1], ``(1, 2, H, W)`` (row, column) — SIREN's input."""
+    r = torch.linspace(-1, 1, height, dtype=dtype, device=device)
+    c = torch.linspace(-1, 1, width, dtype=dtype, device=device)
+    rr, cc = torch.meshgrid(r, c, indexing="ij")
+    return torch.stack([rr, cc])[None]
+
+
+def network_input(
+    config: NetConfig,
+    fixed: Tensor,
+    fourier_b: Tensor | None,
+) -> Tensor:
+    """Network input ``(1, Cin, H, W)``: the fixed part (noise or coordinates) plus
+    ``fourier_features(fourier_b, H, W)`` when the config uses them."""
+    if config.num_fourier == 0 or fourier_b is None:
+        return fixed
+    h, w = fixed.shape[-2:]
+    ff = functional.fourier_features(fourier_b, h, w)[None]
+    return torch.cat([fixed, ff.to(fixed.dtype)], dim=1)

@@ -1,0 +1,538 @@
+"""Forward models ``y = M(x, e)``.
+
+Images are ``(C, H, W)`` or batched ``(B, C, H, W)`` float tensors in [0, 1].
+Every operator has explicit ``in_shape`` / ``out_shape`` (without batch), a
+noise level ``sigma`` on the [0, 1] scale, ``forward(x)`` (noise-free) and
+``measure(x, generator=None)`` (with noise); linear ones also have
+``adjoint(y)``. Shapes that do not match are errors, never broadcasts. Random
+operators are fully determined by (shape, ratio, seed, dtype, device), so they
+can be rebuilt instead of stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metadip import functional
+
+__all__ = [
+    "Blur",
+    "CompressiveSensing",
+    "Denoise",
+    "Inpainting",
+    "LinearOperator",
+    "Operator",
+    "PhaseRetrieval",
+    "PhysicsAdapter",
+    "SuperResolution",
+    "as_operator",
+]
+
+Shape = tuple[int, ...]
+
+
+def _image_shape(shape: Sequence[int], name: str = "shape") -> Shape:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{name} must be (C, H, W) or (H, W) with positive sizes, got {shape}")
+    return shape
+
+
+def _generator(seed: int) -> torch.Generator:
+    # Always draw on the CPU so the same seed gives the same operator on every device.
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def _check_ratio(ratio: float, name: str = "ratio") -> float:
+    if not 0 < ratio <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {ratio}")
+    return float(ratio)
+
+
+def _check_sigma(sigma: float) -> float:
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    return float(sigma)
+
+
+class Operator:
+    """Base class: a forward model with explicit shapes and a Gaussian noise model."""
+
+    linear: bool = False
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], sigma: float = 0.0):
+        self.in_shape: Shape = tuple(int(s) for s in in_shape)
+        self.out_shape: Shape = tuple(int(s) for s in out_shape)
+        self.sigma = _check_sigma(sigma)
+
+    # -- shape handling -------------------------------------------------------------
+    def _split(self, t: Tensor, shape: Shape, what: str) -> tuple[Tensor, bool]:
+        """Returns t as a batch ``(B, *shape)`` and whether it came unbatched."""
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{type(self).__name__}: {what} must be a torch.Tensor, got {type(t)}")
+        if tuple(t.shape) == shape:
+            return t.unsqueeze(0), True
+        if t.dim() == len(shape) + 1 and tuple(t.shape[1:]) == shape:
+            return t, False
+        raise ValueError(
+            f"{type(self).__name__}: {what} must have shape {shape} or (B, *{shape}), "
+            f"got {tuple(t.shape)}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Noise-free measurement: ``(*, *in_shape) -> (*, *out_shape)``."""
+        xb, single = self._split(x, self.in_shape, "x")
+        y = self._forward(xb)
+        return y[0] if single else y
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Adjoint ``A^T y``: ``(*, *out_shape) -> (*, *in_shape)`` (linear operators only)."""
+        if not self.linear:
+            raise NotImplementedError(f"{type(self).__name__} is not linear: it has no adjoint")
+        yb, single = self._split(y, self.out_shape, "y")
+        x = self._adjoint(yb)
+        return x[0] if single else x
+
+    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Noisy measurement ``y = A x + sigma * e``, ``e ~ N(0, I)``."""
+        y = self.forward(x)
+        if self.sigma == 0:
+            return y
+        return y + self.sigma * _randn_like(y, generator)
+
+    __call__ = forward
+
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Operator:
+        """A copy with its tensors moved (no-op for operators without tensors)."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape}, sigma={self.sigma:g})"
+
+
+def _randn_like(t: Tensor, generator: torch.Generator | None) -> Tensor:
+    if generator is None:
+        return torch.randn_like(t)
+    dev = generator.device
+    return torch.randn(t.shape, generator=generator, dtype=t.dtype, device=dev).to(t.device)
+
+
+class Denoise(Operator):
+    """Identity forward model with additive Gaussian noise: ``y = x + sigma e``."""
+
+    linear = True
+
+    def __init__(self, shape: Sequence[int], sigma: float):
+        shape = _image_shape(shape)
+        super().__init__(shape, shape, sigma)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+
+class _MatrixOperator(Operator):
+    """``y = A vec(x)``; with ``channelwise`` one A acts on every channel separately."""
+
+    def __init__(
+        self,
+        in_shape: Shape,
+        m: int,
+        sigma: float,
+        channelwise: bool,
+    ):
+        self.channelwise = bool(channelwise)
+        c, h, w = in_shape
+        self.n = h * w if self.channelwise else c * h * w
+        self.m = int(m)
+        out = (c, self.m) if self.channelwise else (self.m,)
+        super().__init__(in_shape, out, sigma)
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, self.n)  # (B*C, n) channelwise, else (B, n)
+
+    def _unflat_y(self, y: Tensor, batch: int) -> Tensor:
+        return y.reshape(batch, *self.out_shape)
+
+
+class CompressiveSensing(_MatrixOperator):
+    """Compressive sensing ``y = A x + sigma e``, A with i.i.d. N(0, 1/m) entries.
+
+    ``m = round(ratio * n)`` with n = C·H·W (or H·W per channel when ``channelwise``).
+    A is drawn on the CPU from ``seed`` and then cast/moved, so it is rebuilt
+    bit-identically from (shape, ratio, seed, dtype, device).
+    """
+
+    linear = True
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        ratio: float,
+        sigma: float = 0.0,
+        seed: int = 0,
+        channelwise: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+    ):
+        shape = _image_shape(shape)
+        self.ratio = _check_ratio(ratio)
+        self.seed = int(seed)
+        c, h, w = shape
+        n = h * w if channelwise else c * h * w
+        super().__init__(shape, max(1, round(self.ratio * n)), sigma, channelwise)
+        g = _generator(self.seed)
+        a = torch.randn(self.m, self.n, generator=g, dtype=dtype) / math.sqrt(self.m)
+        self.A = a.to(device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._unflat_y(self._flat(x) @ self.A.t(), x.shape[0])
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return (y.reshape(-1, self.m) @ self.A).reshape(y.shape[0], *self.in_shape)
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> CompressiveSensing:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.A = self.A.to(device=device, dtype=dtype)
+        return new
+
+
+class PhaseRetrieval(_MatrixOperator):
+    """Compressive phase retrieval ``y = |A x + e|``, A i.i.d. complex CN(0, 1/m).
+
+    Real and imaginary parts of A are N(0, 1/(2m)); the noise e is complex
+    Gaussian with ``E|e|^2 = sigma^2`` (each part N(0, sigma^2/2)). A is stored as
+    two real planes ``a_real``, ``a_imag`` of shape ``(m, n)``.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        ratio: float,
+        sigma: float = 0.0,
+        seed: int = 0,
+        channelwise: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+    ):
+        shape = _image_shape(shape)
+        self.ratio = _check_ratio(ratio)
+        self.seed = int(seed)
+        c, h, w = shape
+        n = h * w if channelwise else c * h * w
+        super().__init__(shape, max(1, round(self.ratio * n)), sigma, channelwise)
+        g = _generator(self.seed)
+        scale = 1.0 / math.sqrt(2 * self.m)
+        self.a_real = (torch.randn(self.m, self.n, generator=g, dtype=dtype) * scale).to(device)
+        self.a_imag = (torch.randn(self.m, self.n, generator=g, dtype=dtype) * scale).to(device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        y = functional.complex_measure(self._flat(x), self.a_real, self.a_imag)
+        return self._unflat_y(y, x.shape[0])
+
+    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``|A x + e|`` with complex Gaussian e (noise enters before the magnitude)."""
+        xb, single = self._split(x, self.in_shape, "x")
+        flat = self._flat(xb)
+        re = flat @ self.a_real.t()
+        im = flat @ self.a_imag.t()
+        if self.sigma > 0:
+            s = self.sigma / math.sqrt(2)
+            re = re + s * _randn_like(re, generator)
+            im = im + s * _randn_like(im, generator)
+        y = self._unflat_y(torch.sqrt(re * re + im * im), xb.shape[0])
+        return y[0] if single else y
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> PhaseRetrieval:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.a_real = self.a_real.to(device=device, dtype=dtype)
+        new.a_imag = self.a_imag.to(device=device, dtype=dtype)
+        return new
+
+
+class Inpainting(Operator):
+    """Masked observation ``y = mask ⊙ (x + sigma e)``.
+
+    Either ``ratio`` (fraction of pixels observed, drawn from ``seed``; one mask
+    for all channels) or ``box``: a missing rectangle ``(top, left, height, width)``
+    or ``"center"`` for the centre third. ``out_shape == in_shape``.
+    """
+
+    linear = True
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        ratio: float | None = None,
+        box: tuple[int, int, int, int] | str | None = None,
+        sigma: float = 0.0,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+    ):
+        shape = _image_shape(shape)
+        super().__init__(shape, shape, sigma)
+        _, h, w = shape
+        if (ratio is None) == (box is None):
+            raise ValueError("Inpainting needs exactly one of ratio= (random pixels) or box=")
+        self.seed = int(seed)
+        if ratio is not None:
+            self.ratio = _check_ratio(ratio)
+            mask = (torch.rand(h, w, generator=_generator(self.seed)) < self.ratio).to(dtype)
+        else:
+            if box == "center":
+                box = (h // 3, w // 3, h - 2 * (h // 3), w - 2 * (w // 3))
+            if isinstance(box, str) or len(box) != 4:
+                raise ValueError(f"box must be (top, left, height, width) or 'center', got {box!r}")
+            top, left, bh, bw = (int(v) for v in box)
+            if top < 0 or left < 0 or bh < 1 or bw < 1 or top + bh > h or left + bw > w:
+                raise ValueError(f"box {box} does not fit inside an image of {h}x{w}")
+            mask = torch.ones(h, w, dtype=dtype)
+            mask[top : top + bh, left : left + bw] = 0
+        self.mask = mask.to(device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x * self.mask
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return y * self.mask
+
+    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``mask ⊙ (x + sigma e)``: unobserved pixels are exactly 0."""
+        if self.sigma == 0:
+            return self.forward(x)
+        return self.forward(x + self.sigma * _randn_like(x, generator))
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Inpainting:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.mask = self.mask.to(device=device, dtype=dtype)
+        return new
+
+
+def _gaussian_kernel(size: int, std: float, dtype: torch.dtype) -> Tensor:
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * std**2))
+    k = torch.outer(g, g)
+    return (k / k.sum()).to(dtype)
+
+
+class Blur(Operator):
+    """Gaussian blur ``y = k * x + sigma e`` with zero boundary ('same' size).
+
+    The kernel is ``kernel_size``×``kernel_size`` (odd), std ``kernel_sigma`` in
+    pixels; the adjoint is the transposed convolution, so ⟨Ax, y⟩ = ⟨x, Aᵀy⟩ exactly.
+    """
+
+    linear = True
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        kernel_size: int = 9,
+        kernel_sigma: float = 2.0,
+        sigma: float = 0.0,
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+    ):
+        shape = _image_shape(shape)
+        super().__init__(shape, shape, sigma)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        if not kernel_sigma > 0:
+            raise ValueError(f"kernel_sigma must be > 0, got {kernel_sigma}")
+        self.kernel_size = int(kernel_size)
+        self.kernel_sigma = float(kernel_sigma)
+        k = _gaussian_kernel(self.kernel_size, self.kernel_sigma, dtype)
+        self.kernel = k.expand(shape[0], 1, *k.shape).contiguous().to(device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.kernel, padding=self.kernel_size // 2, groups=self.in_shape[0])
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return F.conv_transpose2d(
+            y, self.kernel, padding=self.kernel_size // 2, groups=self.in_shape[0]
+        )
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Blur:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.kernel = self.kernel.to(device=device, dtype=dtype)
+        return new
+
+
+class SuperResolution(Operator):
+    """Box downsampling by ``factor``: ``y = mean over factor×factor blocks of x + sigma e``.
+
+    H and W must be multiples of ``factor``; ``out_shape = (C, H/factor, W/factor)``.
+    """
+
+    linear = True
+
+    def __init__(self, shape: Sequence[int], factor: int, sigma: float = 0.0):
+        shape = _image_shape(shape)
+        c, h, w = shape
+        if factor < 1 or h % factor or w % factor:
+            raise ValueError(
+                f"SuperResolution needs H and W divisible by factor; got {h}x{w}, factor {factor}"
+            )
+        self.factor = int(factor)
+        super().__init__(shape, (c, h // factor, w // factor), sigma)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.factor)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        f = self.factor
+        return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1) / (f * f)
+
+
+class LinearOperator(Operator):
+    """A user-supplied linear forward model (build with the classmethods)."""
+
+    linear = True
+
+    def __init__(
+        self,
+        forward: Callable[[Tensor], Tensor],
+        adjoint: Callable[[Tensor], Tensor] | None,
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        sigma: float = 0.0,
+    ):
+        super().__init__(in_shape, out_shape, sigma)
+        self._fwd = forward
+        self._adj = adjoint
+        self.linear = adjoint is not None
+
+    @classmethod
+    def from_matrix(cls, A: Tensor, in_shape: Sequence[int], sigma: float = 0.0) -> LinearOperator:
+        """``y = A vec(x)`` for a dense ``(m, n)`` matrix, ``n = prod(in_shape)``."""
+        if not isinstance(A, Tensor) or A.dim() != 2:
+            raise ValueError(f"A must be a 2-D torch.Tensor (m, n), got {getattr(A, 'shape', A)}")
+        in_shape = tuple(int(s) for s in in_shape)
+        n = math.prod(in_shape)
+        if A.shape[1] != n:
+            raise ValueError(f"A has {A.shape[1]} columns but in_shape {in_shape} has {n} entries")
+        op = cls(
+            lambda x: x.reshape(x.shape[0], n) @ op.A.t(),
+            lambda y: (y @ op.A).reshape(y.shape[0], *in_shape),
+            in_shape,
+            (A.shape[0],),
+            sigma,
+        )
+        op.A = A
+        return op
+
+    @classmethod
+    def from_callables(
+        cls,
+        forward: Callable[[Tensor], Tensor],
+        adjoint: Callable[[Tensor], Tensor] | None,
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        sigma: float = 0.0,
+    ) -> LinearOperator:
+        """Wraps batched callables ``forward: (B, *in_shape) -> (B, *out_shape)`` and adjoint."""
+        if not callable(forward) or (adjoint is not None and not callable(adjoint)):
+            raise TypeError("forward and adjoint must be callables (adjoint may be None)")
+        return cls(forward, adjoint, in_shape, out_shape, sigma)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._checked(self._fwd(x), (x.shape[0], *self.out_shape), "forward")
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._checked(self._adj(y), (y.shape[0], *self.in_shape), "adjoint")
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> LinearOperator:
+        if not hasattr(self, "A"):
+            return self
+        return LinearOperator.from_matrix(
+            self.A.to(device=device, dtype=dtype), self.in_shape, self.sigma
+        )
+
+    def _checked(self, out: Tensor, shape: Shape, what: str) -> Tensor:
+        if not isinstance(out, Tensor) or tuple(out.shape) != shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out)
+            raise ValueError(f"the user-supplied {what} returned {got}, expected {shape}")
+        return out
+
+
+class PhysicsAdapter(Operator):
+    """Wraps an object with ``.A(x)`` and optionally ``.A_adjoint(y)`` (e.g. a deepinv Physics).
+
+    ``in_shape`` must be given (such objects do not declare it); ``out_shape`` is
+    found by applying ``A`` once to zeros. ``A`` takes and returns batched tensors.
+    """
+
+    def __init__(self, physics: Any, in_shape: Sequence[int], sigma: float | None = None):
+        if not callable(getattr(physics, "A", None)):
+            raise TypeError(f"expected an object with a callable .A(x), got {type(physics)}")
+        self.physics = physics
+        self.linear = callable(getattr(physics, "A_adjoint", None))
+        in_shape = tuple(int(s) for s in in_shape)
+        if sigma is None:
+            sigma = float(getattr(getattr(physics, "noise_model", None), "sigma", 0.0) or 0.0)
+        with torch.no_grad():
+            probe = physics.A(torch.zeros(1, *in_shape))
+        super().__init__(in_shape, tuple(probe.shape[1:]), sigma)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.physics.A(x)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self.physics.A_adjoint(y)
+
+
+def as_operator(op: Any, in_shape: Sequence[int] | None = None) -> Operator:
+    """Accepts a metadip ``Operator``, any object with ``forward`` and ``in_shape`` /
+    ``out_shape``, an object with ``.A`` (deepinv Physics) or a callable ``x -> y``.
+
+    For the last two, ``in_shape`` ``(C, H, W)`` is required. All take and return
+    batched tensors ``(B, ...)``.
+    """
+    if isinstance(op, Operator):
+        if in_shape is not None and tuple(in_shape) != op.in_shape:
+            raise ValueError(f"in_shape {tuple(in_shape)} contradicts op.in_shape {op.in_shape}")
+        return op
+    if callable(getattr(op, "forward", None)) and hasattr(op, "in_shape"):
+        return LinearOperator.from_callables(
+            op.forward,
+            op.adjoint if callable(getattr(op, "adjoint", None)) else None,
+            op.in_shape,
+            op.out_shape,
+            getattr(op, "sigma", 0.0),
+        )
+    if callable(getattr(op, "A", None)) or callable(op):
+        if in_shape is None:
+            raise ValueError(
+                f"{type(op).__name__} does not declare its input shape: pass in_shape=(C, H, W)"
+            )
+        in_shape = _image_shape(in_shape, "in_shape")
+        if callable(getattr(op, "A", None)):
+            return PhysicsAdapter(op, in_shape)
+        with torch.no_grad():
+            out_shape = tuple(op(torch.zeros(1, *in_shape)).shape[1:])
+        return LinearOperator.from_callables(op, None, in_shape, out_shape)
+    raise TypeError(
+        "op must be a metadip Operator, an object with .A(x) (and optionally .A_adjoint(y)), "
+        f"or a callable x -> y; got {type(op).__name__} without forward/A"
+    )
