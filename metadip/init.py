@@ -212,7 +212,8 @@ class MetaInit:
             raise ValueError(f"{path} is not a readable safetensors init file: {e}") from e
         if header.get("format") != FORMAT:
             raise ValueError(
-                f"{path} is not a metadip init (format {header.get('format')!r}, expected {FORMAT!r})"
+                f"{path} is not a metadip init "
+                f"(format {header.get('format')!r}, expected {FORMAT!r})"
             )
         try:
             config = NetConfig.from_dict(json.loads(header["config"]))

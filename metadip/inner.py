@@ -111,7 +111,7 @@ def step(
             ]
         else:
             leaves = [p.detach().requires_grad_() for p in params.values()]
-        current = dict(zip(names, leaves))
+        current = dict(zip(names, leaves, strict=True))
         x = functional_call(hyper.net, current, (_net_input(hyper, jitter=True),))
         loss = data_loss(x, y, op, hyper)
         grads = torch.autograd.grad(loss, leaves, create_graph=hyper.create_graph)
@@ -124,7 +124,7 @@ def step(
         b1, b2 = hyper.betas
         new_state["v"] = {}
         c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-    for i, (k, p, g) in enumerate(zip(names, leaves, grads)):
+    for i, (k, p, g) in enumerate(zip(names, leaves, grads, strict=True)):
         if not hyper.create_graph:
             p = p.detach()
         if hyper.rule == "sgd":

@@ -110,7 +110,7 @@ class SkipNet(nn.Module):
         self.merge_norm = nn.ModuleList()
         self.up = nn.ModuleList()
         cin = in_channels
-        for i in range(depth):
+        for _ in range(depth):
             self.skip_branch.append(_conv_block(cin, skip, 1) if skip > 0 else nn.Identity())
             self.down.append(
                 nn.Sequential(_conv_block(cin, width, 3, 2), _conv_block(width, width, 3))
@@ -168,7 +168,9 @@ class Siren(nn.Module):
         super().__init__()
         self.w0 = w0
         dims = [in_channels] + [width] * depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
         self.out = nn.Linear(width, out_channels)
         with torch.no_grad():
             for i, layer in enumerate(self.hidden):

@@ -121,7 +121,8 @@ class Operator:
         return self
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape}, sigma={self.sigma:g})"
+        name = type(self).__name__
+        return f"{name}(in_shape={self.in_shape}, out_shape={self.out_shape}, sigma={self.sigma:g})"
 
 
 def _randn_like(t: Tensor, generator: torch.Generator | None) -> Tensor:
