@@ -310,6 +310,20 @@ class Inpainting(Operator):
             mask[top : top + bh, left : left + bw] = 0
         self.mask = mask.to(device)
 
+    @classmethod
+    def from_mask(cls, mask: Tensor, channels: int = 1, sigma: float = 0.0) -> Inpainting:
+        """From a given ``(H, W)`` mask (nonzero = observed)."""
+        if not isinstance(mask, Tensor) or mask.dim() != 2:
+            raise ValueError(
+                f"mask must be a 2-D (H, W) tensor, got {getattr(mask, 'shape', mask)}"
+            )
+        op = cls((channels, *mask.shape), ratio=1.0, sigma=sigma)
+        op.ratio = None
+        op.mask = (mask != 0).to(
+            torch.get_default_dtype() if not mask.is_floating_point() else mask.dtype
+        )
+        return op
+
     def _forward(self, x: Tensor) -> Tensor:
         return x * self.mask
 

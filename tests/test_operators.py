@@ -1,0 +1,213 @@
+"""Operators: shapes, adjointness in float64, seeded rebuild, noise statistics, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metadip.operators import (
+    Blur,
+    CompressiveSensing,
+    Denoise,
+    Inpainting,
+    LinearOperator,
+    PhaseRetrieval,
+    PhysicsAdapter,
+    SuperResolution,
+    as_operator,
+)
+
+F64 = torch.float64
+SHAPE = (3, 12, 10)
+
+
+def _linear_ops():
+    A = torch.randn(17, 2 * 6 * 5, dtype=F64, generator=torch.Generator().manual_seed(3))
+    return {
+        "denoise": Denoise(SHAPE, 0.1),
+        "cs": CompressiveSensing(SHAPE, 0.3, seed=1, dtype=F64),
+        "cs-channelwise": CompressiveSensing(SHAPE, 0.3, seed=1, channelwise=True, dtype=F64),
+        "inpaint-ratio": Inpainting(SHAPE, ratio=0.5, seed=2, dtype=F64),
+        "inpaint-box": Inpainting(SHAPE, box="center", dtype=F64),
+        "blur": Blur(SHAPE, kernel_size=5, kernel_sigma=1.5, dtype=F64),
+        "blur-gray-odd": Blur((1, 9, 13), kernel_size=3, kernel_sigma=1.0, dtype=F64),
+        "sr": SuperResolution((3, 12, 10), 2),
+        "matrix": LinearOperator.from_matrix(A, (2, 6, 5)),
+        "callables": LinearOperator.from_callables(
+            lambda x: 2 * x.flip(-1), lambda y: 2 * y.flip(-1), (1, 4, 5), (1, 4, 5)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_linear_ops()))
+def test_adjointness(name):
+    op = _linear_ops()[name]
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, *op.in_shape, dtype=F64, generator=g)
+    y = torch.randn(2, *op.out_shape, dtype=F64, generator=g)
+    lhs = (op.forward(x) * y).sum()
+    rhs = (x * op.adjoint(y)).sum()
+    assert abs(lhs - rhs) <= 1e-5 * max(abs(lhs), abs(rhs)), (lhs, rhs)
+
+
+@pytest.mark.parametrize("name", list(_linear_ops()))
+def test_shapes_batched_and_single(name):
+    op = _linear_ops()[name]
+    x = torch.rand(op.in_shape, dtype=F64)
+    assert op.forward(x).shape == op.out_shape
+    assert op.forward(x[None].expand(3, *op.in_shape)).shape == (3, *op.out_shape)
+    assert op.adjoint(op.forward(x)).shape == op.in_shape
+
+
+def test_measurement_sizes():
+    cs = CompressiveSensing((3, 8, 8), 0.25, seed=0)
+    assert cs.m == round(0.25 * 192) and cs.out_shape == (cs.m,)
+    csc = CompressiveSensing((3, 8, 8), 0.25, seed=0, channelwise=True)
+    assert csc.out_shape == (3, 16)
+    pr = PhaseRetrieval((1, 8, 8), 0.125, seed=0)
+    assert pr.out_shape == (8,) and pr.a_real.shape == (8, 64)
+    assert SuperResolution((1, 8, 6), 2).out_shape == (1, 4, 3)
+
+
+@pytest.mark.parametrize("cls", [CompressiveSensing, PhaseRetrieval])
+def test_seeded_rebuild_is_identical(cls):
+    a = cls((1, 16, 16), 0.25, sigma=0.1, seed=42)
+    b = cls((1, 16, 16), 0.25, sigma=0.1, seed=42)
+    c = cls((1, 16, 16), 0.25, sigma=0.1, seed=43)
+    x = torch.rand(1, 16, 16)
+    assert torch.equal(a.forward(x), b.forward(x))
+    assert not torch.equal(a.forward(x), c.forward(x))
+    mats = (lambda o: [o.A]) if cls is CompressiveSensing else (lambda o: [o.a_real, o.a_imag])
+    for ma, mb in zip(mats(a), mats(b), strict=True):
+        assert torch.equal(ma, mb)
+
+
+def test_seeded_inpainting_rebuild():
+    a = Inpainting((1, 20, 20), ratio=0.3, seed=5)
+    assert torch.equal(a.mask, Inpainting((1, 20, 20), ratio=0.3, seed=5).mask)
+    assert abs(float(a.mask.mean()) - 0.3) < 0.1
+
+
+def test_matrix_entry_statistics():
+    op = CompressiveSensing((1, 32, 32), 0.25, seed=0, dtype=F64)
+    assert abs(float(op.A.var()) * op.m - 1) < 0.02
+    pr = PhaseRetrieval((1, 32, 32), 0.25, seed=0, dtype=F64)
+    assert abs(float(pr.a_real.var() + pr.a_imag.var()) * pr.m - 1) < 0.02
+
+
+@pytest.mark.parametrize(
+    "op",
+    [Denoise((1, 64, 64), 0.2), CompressiveSensing((1, 64, 64), 0.5, sigma=0.2, seed=0)],
+    ids=["denoise", "cs"],
+)
+def test_measured_noise_has_stated_std(op):
+    x = torch.rand(op.in_shape)
+    e = op.measure(x, torch.Generator().manual_seed(0)) - op.forward(x)
+    assert abs(float(e.std()) - 0.2) < 0.01
+
+
+def test_phase_retrieval_noise_model():
+    op = PhaseRetrieval((1, 32, 32), 1.0, sigma=0.3, seed=0, dtype=F64)
+    x = torch.rand(16, *op.in_shape, dtype=F64)
+    y = op.measure(x, torch.Generator().manual_seed(0))
+    assert (y >= 0).all()
+    # y = |Ax + e| with E|e|^2 = sigma^2: E[y^2] = |Ax|^2 + sigma^2.
+    excess = float((y**2 - op.forward(x) ** 2).mean())
+    assert abs(excess - 0.09) < 0.01
+
+
+def test_inpainting_zeroes_missing_pixels_even_with_noise():
+    op = Inpainting((2, 9, 9), box=(2, 3, 4, 2), sigma=0.5)
+    y = op.measure(torch.rand(op.in_shape), torch.Generator().manual_seed(0))
+    assert (y[:, 2:6, 3:5] == 0).all() and (y[:, 0] != 0).all()
+
+
+def test_measure_is_reproducible_with_generator():
+    op = Denoise((1, 8, 8), 0.1)
+    x = torch.rand(op.in_shape)
+    y1 = op.measure(x, torch.Generator().manual_seed(3))
+    y2 = op.measure(x, torch.Generator().manual_seed(3))
+    assert torch.equal(y1, y2)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Denoise((3, 0, 4), 0.1), "positive"),
+        (lambda: Denoise((1, 2, 3, 4, 5), 0.1), r"\(C, H, W\)"),
+        (lambda: Denoise((1, 4, 4), -1.0), "sigma"),
+        (lambda: Denoise((1, 4, 4), math.nan), "sigma"),
+        (lambda: CompressiveSensing((1, 4, 4), 0.0), "ratio"),
+        (lambda: CompressiveSensing((1, 4, 4), 1.5), "ratio"),
+        (lambda: Inpainting((1, 4, 4)), "exactly one"),
+        (lambda: Inpainting((1, 4, 4), box=(3, 3, 4, 4)), "does not fit"),
+        (lambda: Blur((1, 8, 8), kernel_size=4), "odd"),
+        (lambda: SuperResolution((1, 9, 8), 2), "divisible"),
+        (lambda: LinearOperator.from_matrix(torch.zeros(3, 5), (1, 2, 2)), "columns"),
+    ],
+)
+def test_bad_construction_raises(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_shape_mismatch_is_an_error_not_a_broadcast():
+    op = Denoise((3, 8, 8), 0.1)
+    with pytest.raises(ValueError, match=r"\(3, 8, 8\)"):
+        op.forward(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="got"):
+        op.forward(torch.rand(8, 8))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        op.forward([[0.0]])
+
+
+def test_phase_retrieval_has_no_adjoint():
+    with pytest.raises(NotImplementedError, match="not linear"):
+        PhaseRetrieval((1, 4, 4), 0.5).adjoint(torch.zeros(8))
+
+
+def test_user_callable_output_shape_is_checked():
+    op = LinearOperator.from_callables(lambda x: x[..., :2], None, (1, 3, 3), (1, 3, 3))
+    with pytest.raises(ValueError, match="user-supplied forward"):
+        op.forward(torch.rand(1, 3, 3))
+
+
+class _Physics:
+    """The shape of a deepinv Physics: .A and .A_adjoint on batched tensors."""
+
+    def A(self, x):  # noqa: N802
+        return x[..., ::2, :] * 2
+
+    def A_adjoint(self, y):  # noqa: N802
+        out = torch.zeros(*y.shape[:-2], 2 * y.shape[-2], y.shape[-1], dtype=y.dtype)
+        out[..., ::2, :] = 2 * y
+        return out
+
+
+def test_physics_adapter():
+    op = as_operator(_Physics(), in_shape=(1, 6, 4))
+    assert isinstance(op, PhysicsAdapter) and op.linear and op.out_shape == (1, 3, 4)
+    x, y = torch.randn(2, 1, 6, 4, dtype=F64), torch.randn(2, 1, 3, 4, dtype=F64)
+    assert torch.allclose((op.forward(x) * y).sum(), (x * op.adjoint(y)).sum())
+
+
+def test_as_operator_errors():
+    with pytest.raises(ValueError, match="in_shape"):
+        as_operator(_Physics())
+    with pytest.raises(TypeError, match="forward/A"):
+        as_operator(object())
+    with pytest.raises(ValueError, match="contradicts"):
+        as_operator(Denoise((1, 4, 4), 0.1), in_shape=(1, 5, 5))
+
+
+def test_plain_callable_becomes_an_operator():
+    op = as_operator(lambda x: x.mean(dim=(-1, -2)), in_shape=(3, 5, 5))
+    assert op.out_shape == (3,) and not op.linear
+
+
+def test_to_moves_and_casts():
+    op = CompressiveSensing((1, 4, 4), 0.5, seed=0).to(dtype=F64)
+    assert op.A.dtype == F64
+    assert op.forward(torch.rand(1, 4, 4, dtype=F64)).dtype == F64
