@@ -56,14 +56,23 @@ def _as_tensor(y: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
         return t, lambda r: r.detach().cpu().numpy().astype(y.dtype, copy=False)
     if hasattr(y, "__dlpack__"):
         t = torch.from_dlpack(y)
-        module = sys.modules.get(type(y).__module__.split(".")[0])
-        from_dlpack = getattr(module, "from_dlpack", None)
+        from_dlpack = _from_dlpack_of(type(y))
         if from_dlpack is None:
             return t, lambda r: r.to(device=t.device, dtype=t.dtype)
         return t, lambda r: from_dlpack(r.to(device=t.device, dtype=t.dtype).contiguous())
     raise TypeError(
         f"y must be a torch.Tensor, a NumPy array or a __dlpack__ array, got {type(y).__name__}"
     )
+
+
+def _from_dlpack_of(cls: type) -> Callable[[Any], Any] | None:
+    """The ``from_dlpack`` of the library defining ``cls`` (e.g. ``cupy.from_dlpack``)."""
+    parts = cls.__module__.split(".")
+    for i in range(len(parts), 0, -1):
+        fn = getattr(sys.modules.get(".".join(parts[:i])), "from_dlpack", None)
+        if callable(fn):
+            return fn
+    return None
 
 
 def _check_y(y: Tensor, op: Operator) -> bool:

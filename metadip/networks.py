@@ -132,7 +132,7 @@ class SkipNet(nn.Module):
                 break
             h, w = -(-h // 2), -(-w // 2)
         if h < 2 or w < 2:
-            need = 2 ** (self.depth - 1) + 1
+            need = 2**self.depth + 1
             raise ValueError(
                 f"image of {height}x{width} is too small for a skip network of depth "
                 f"{self.depth}: H and W must be at least {need}; use a smaller depth"

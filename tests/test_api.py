@@ -1,0 +1,166 @@
+"""reconstruct(): quality of vanilla DIP, array round trips, determinism, input errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+import metadip
+from metadip import CompressiveSensing, Denoise, PhaseRetrieval, reconstruct
+from metadip.metrics import psnr
+from tests.conftest import tiny_init
+
+FAST = {"init": tiny_init(1, steps=3), "dtype": torch.float64}
+
+
+@pytest.mark.slow
+def test_vanilla_dip_denoises():
+    x = torch.from_numpy(data.astronaut()[100:164, 200:264] / 255.0).float().permute(2, 0, 1)
+    op = Denoise(x.shape, 25 / 255)
+    y = op.measure(x, torch.Generator().manual_seed(0))
+    rec = reconstruct(y, op, init="random", steps=100)
+    assert rec.steps == 100 and len(rec.losses) == 100 and rec.restored == []
+    assert psnr(rec.image, x) > psnr(y, x) + 3.0
+
+
+def test_default_steps_come_from_the_init():
+    op = Denoise((1, 8, 8), 0.1)
+    rec = reconstruct(torch.rand(1, 8, 8), op, **FAST)
+    assert rec.steps == 3 and len(rec.losses) == 3
+
+
+def test_numpy_in_numpy_out():
+    op = Denoise((1, 8, 8), 0.1)
+    y = np.random.default_rng(0).random((1, 8, 8)).astype(np.float32)
+    rec = reconstruct(y, op, **FAST)
+    assert isinstance(rec.image, np.ndarray) and rec.image.dtype == np.float32
+    assert rec.image.shape == (1, 8, 8) and np.isfinite(rec.image).all()
+
+
+def test_torch_round_trip_keeps_dtype_and_device():
+    op = Denoise((1, 8, 8), 0.1)
+    y = torch.rand(1, 8, 8, dtype=torch.float16)
+    rec = reconstruct(y, op, init=tiny_init(1, steps=2))
+    assert isinstance(rec.image, torch.Tensor)
+    assert rec.image.dtype == torch.float16 and rec.image.device == y.device
+    assert rec.device == torch.device("cpu") and rec.seconds > 0
+
+
+class DLArray:
+    """A foreign array type speaking only the DLPack protocol (stands in for CuPy)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, **kw):
+        return self.a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+def from_dlpack(t):
+    """This module's from_dlpack, as CuPy has one: results come back as DLArray."""
+    return DLArray(np.from_dlpack(t))
+
+
+def test_dlpack_array_comes_back_as_its_own_type():
+    op = Denoise((1, 8, 8), 0.1)
+    y = DLArray(np.random.default_rng(0).random((1, 8, 8)))
+    rec = reconstruct(y, op, **FAST)
+    assert type(rec.image).__name__ == "DLArray" and rec.image.a.shape == (1, 8, 8)
+
+
+def test_same_seed_same_output():
+    op = Denoise((1, 8, 8), 0.1)
+    y = torch.rand(1, 8, 8)
+    init = tiny_init(1, steps=3, rule="adam", lr=0.01)
+    init.jitter = 1 / 30
+    a = reconstruct(y, op, init=init, seed=5, dtype=torch.float64).image
+    b = reconstruct(y, op, init=init, seed=5, dtype=torch.float64).image
+    c = reconstruct(y, op, init=init, seed=6, dtype=torch.float64).image
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_random_init_is_seeded():
+    op = Denoise((1, 40, 40), 0.1)
+    y = torch.rand(1, 40, 40)
+    a = reconstruct(y, op, init="random", steps=1, seed=1).image
+    b = reconstruct(y, op, init="random", steps=1, seed=1).image
+    assert torch.equal(a, b)
+
+
+def test_batch_of_measurements_equals_separate_fits():
+    op = CompressiveSensing((1, 8, 8), 0.5, seed=0)
+    x = torch.rand(3, 1, 8, 8)
+    y = op.forward(x)
+    rec = reconstruct(y, op, **FAST)
+    assert rec.image.shape == (3, 1, 8, 8) and len(rec.losses) == 3
+    single = reconstruct(y[1], op, **FAST).image
+    torch.testing.assert_close(rec.image[1], single)
+
+
+def test_phase_retrieval_and_float64():
+    op = PhaseRetrieval((1, 8, 8), 0.5, seed=0)
+    y = op.forward(torch.rand(1, 8, 8))
+    rec = reconstruct(y.double(), op, **FAST)
+    assert rec.image.dtype == torch.float64 and torch.isfinite(rec.image).all()
+
+
+class _Physics:
+    def A(self, x):  # noqa: N802
+        return x * 0.5
+
+
+def test_physics_objects_are_accepted():
+    rec = reconstruct(torch.rand(1, 1, 8, 8), _Physics(), in_shape=(1, 8, 8), **FAST)
+    assert rec.image.shape == (1, 1, 8, 8)
+
+
+OP = Denoise((1, 8, 8), 0.1)
+
+
+@pytest.mark.parametrize(
+    "y, kwargs, error, match",
+    [
+        (torch.full((1, 8, 8), math.nan), {}, ValueError, "NaN/Inf"),
+        (torch.full((1, 8, 8), math.inf), {}, ValueError, "NaN/Inf"),
+        (torch.rand(1, 8, 9), {}, ValueError, r"\(1, 8, 9\).*\(1, 8, 8\)"),
+        (torch.rand(8, 8), {}, ValueError, "shape"),
+        (torch.rand(2, 2, 1, 8, 8), {}, ValueError, "shape"),
+        (torch.zeros(1, 8, 8, dtype=torch.int64), {}, TypeError, "floating-point"),
+        (torch.zeros(1, 8, 8, dtype=torch.complex64), {}, TypeError, "real"),
+        (np.zeros((1, 8, 8), dtype=np.complex64), {}, TypeError, "real"),
+        (np.zeros((0, 8, 8)), {}, ValueError, "empty"),
+        (torch.rand(1, 8, 8), {"steps": 0}, ValueError, "steps"),
+        (torch.rand(1, 8, 8), {"steps": 2.5}, ValueError, "steps"),
+        ([[0.5]], {}, TypeError, "NumPy array"),
+    ],
+)
+def test_bad_input_raises(y, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        reconstruct(y, OP, init=tiny_init(1, steps=2), **kwargs)
+
+
+def test_operator_without_forward_is_a_type_error():
+    with pytest.raises(TypeError, match="forward/A"):
+        reconstruct(torch.rand(1, 8, 8), object(), init=tiny_init(1))
+
+
+def test_wrong_channel_count_init_is_an_error():
+    with pytest.raises(ValueError, match="3-channel"):
+        reconstruct(torch.rand(1, 8, 8), OP, init=tiny_init(3))
+
+
+def test_unknown_init_name_is_an_error():
+    with pytest.raises(FileNotFoundError, match="no init file"):
+        reconstruct(torch.rand(1, 8, 8), OP, init="nonexistent.safetensors")
+
+
+def test_public_api_is_exported():
+    for name in ("reconstruct", "MetaInit", "Denoise", "PhaseRetrieval", "LinearOperator"):
+        assert hasattr(metadip, name)

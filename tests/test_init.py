@@ -1,0 +1,102 @@
+"""Init files: round trip, clear errors for corrupt or mismatched files, name resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from metadip.init import MetaInit, default_init_path, load_init
+from tests.conftest import tiny_init
+
+
+def test_save_load_round_trip(tmp_path):
+    init = tiny_init(3, steps=5)
+    init.metadata["note"] = "round trip"
+    init = dataclasses.replace(init, jitter=0.01, ema=0.5, z_seed=7)
+    path = init.save(tmp_path / "a.safetensors")
+    back = MetaInit.load(path)
+    assert back.config == init.config and back.rule == init.rule and back.z_seed == 7
+    assert back.jitter == 0.01 and back.ema == 0.5 and back.metadata["note"] == "round trip"
+    for k, v in init.tensors().items():
+        assert torch.equal(back.tensors()[k], v), k
+    assert list(back.weights) == list(init.weights)
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!garbage")
+    with pytest.raises(ValueError, match="not a readable"):
+        MetaInit.load(path)
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tiny_init().save(tmp_path / "t.safetensors")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="not a readable"):
+        MetaInit.load(path)
+
+
+def test_foreign_safetensors_is_rejected(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="not a metadip init"):
+        MetaInit.load(path)
+
+
+def test_mismatched_weights_are_rejected(tmp_path):
+    init = tiny_init()
+    key = next(iter(init.weights))
+    init.weights[key] = torch.zeros(1, dtype=torch.float64)
+    path = init.save(tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="do not match"):
+        MetaInit.load(path)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="no init file"):
+        MetaInit.load("does/not/exist.safetensors")
+
+
+def test_default_resolution_says_what_to_do():
+    if default_init_path().is_file():
+        assert isinstance(load_init("default"), MetaInit)
+    else:
+        with pytest.raises(FileNotFoundError, match="init='random'"):
+            load_init("default")
+
+
+def test_random_is_vanilla_dip():
+    init = load_init("random", channels=1)
+    assert init.rule == "adam" and init.steps == 1000
+    assert init.jitter == pytest.approx(1 / 30) and init.ema == 0.99
+    assert torch.allclose(init.log_lr.exp(), torch.tensor(0.01))
+    with pytest.raises(ValueError, match="channels"):
+        load_init("random")
+
+
+def test_random_is_seeded_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b = (
+        MetaInit.random(1, width=4, depth=2, seed=3),
+        MetaInit.random(1, width=4, depth=2, seed=3),
+    )
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    c = MetaInit.random(1, width=4, depth=2, seed=4)
+    assert not all(torch.equal(a.weights[k], c.weights[k]) for k in a.weights)
+
+
+def test_with_steps_and_to():
+    init = tiny_init(steps=3)
+    assert init.with_steps(5).steps == 5 and init.with_steps(2).steps == 2
+    assert torch.equal(init.with_steps(5).log_lr[4], init.log_lr[2])
+    assert init.to(dtype=torch.float32).weights[next(iter(init.weights))].dtype == torch.float32
+
+
+def test_log_lr_shape_is_validated():
+    init = tiny_init()
+    with pytest.raises(ValueError, match="log_lr"):
+        dataclasses.replace(init, log_lr=torch.zeros(4, 2))
