@@ -1,9 +1,81 @@
-"""Packaging: the top-level ``kernels/`` folder ships as ``metadip.kernels``."""
+"""Packaging: the top-level ``kernels/`` folder ships as ``metadip.kernels``; ``csrc/``
+builds the optional extension ``metadip._C``.
+
+The extension is a CUDAExtension when the installed torch has CUDA and nvcc is
+found, a CppExtension (OpenMP) otherwise. ``METADIP_NO_EXT=1`` skips it. A build
+that fails only warns: metadip then runs on its Triton / pure-torch backends.
+torch must be importable at build time (``pip install --no-build-isolation``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from glob import glob
 
 from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _warn(msg: str) -> None:
+    # pip hides warnings from successful builds unless -v; stderr is the best we have.
+    warnings.warn(msg, stacklevel=1)
+    print(f"metadip setup: {msg}", file=sys.stderr)
+
+
+def _extension_kwargs() -> dict:
+    if os.environ.get("METADIP_NO_EXT", "0") == "1":
+        _warn("METADIP_NO_EXT=1: skipping the C++/CUDA extension metadip._C")
+        return {}
+    try:
+        import torch
+        from torch.utils import cpp_extension as ce
+    except Exception as exc:  # torch missing: install the pure-Python package.
+        _warn(f"torch is not importable at build time ({exc}); skipping metadip._C")
+        return {}
+
+    def rel(pattern: str) -> list[str]:
+        return sorted(os.path.relpath(p, ROOT) for p in glob(os.path.join(ROOT, pattern)))
+
+    sources = ["csrc/bindings.cpp", *rel("csrc/*/*_cpu.cpp")]
+    cxx = ["-O3", "-fopenmp"]
+    with_cuda = torch.version.cuda is not None and ce.CUDA_HOME is not None
+    if with_cuda:
+        ext = ce.CUDAExtension(
+            "metadip._C",
+            sources + rel("csrc/*/*_cuda.cu"),
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = ce.CppExtension(
+            "metadip._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]
+        )
+
+    class SafeBuildExt(ce.BuildExtension):
+        """Turns a failed compile into a warning so installation never breaks."""
+
+        def run(self) -> None:
+            try:
+                super().run()
+            except Exception as exc:
+                _warn(f"building metadip._C failed ({exc}); falling back to Triton/torch")
+
+        def build_extension(self, extension) -> None:
+            try:
+                super().build_extension(extension)
+            except Exception as exc:
+                _warn(f"building {extension.name} failed ({exc}); falling back to Triton/torch")
+
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": SafeBuildExt}}
+
 
 setup(
     packages=["metadip", "metadip.kernels"],
     package_dir={"metadip": "metadip", "metadip.kernels": "kernels"},
     package_data={"metadip": ["weights/*.safetensors", "weights/*.json"]},
+    **_extension_kwargs(),
 )

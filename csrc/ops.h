@@ -1,0 +1,60 @@
+// Declarations of the CPU and CUDA implementations bound in bindings.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace metadip {
+
+// tv: x (B,C,H,W) -> value (B,), gradient (B,C,H,W); hvp: H(x) v.
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x, double eps);
+at::Tensor tv_hvp_cpu(const at::Tensor& x, const at::Tensor& v, double eps);
+
+// Complex/real measurement. A is dense (ar, optional ai) or seeded (ar undefined).
+// lin: x (B,n) -> z (P,B,m); adj: w (P,B,m) -> (B,n); meas: -> (|z| (B,m), z (2,B,m));
+// adj_phase: g (B,m), z (2,B,m) -> A^T-apply of g * z/|z| (0 where |z| = 0).
+at::Tensor cm_lin_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& ar,
+                      const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,
+                      double scale);
+at::Tensor cm_adj_cpu(const at::Tensor& w, const c10::optional<at::Tensor>& ar,
+                      const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n, double scale);
+at::Tensor cm_adj_phase_cpu(const at::Tensor& g, const at::Tensor& z,
+                            const c10::optional<at::Tensor>& ar,
+                            const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
+                            double scale);
+at::Tensor cm_materialize_cpu(int64_t seed, int64_t m, int64_t n, bool cplx, double scale,
+                              at::ScalarType dtype);
+std::tuple<at::Tensor, at::Tensor> cm_meas_cpu(const at::Tensor& x,
+                                               const c10::optional<at::Tensor>& ar,
+                                               const c10::optional<at::Tensor>& ai, int64_t seed,
+                                               int64_t m, double scale);
+
+// Fourier features: b (k,2) -> (2k,H,W); bwd: g (2k,H,W) -> (k,2).
+at::Tensor ff_fwd_cpu(const at::Tensor& b, int64_t height, int64_t width);
+at::Tensor ff_bwd_cpu(const at::Tensor& g, const at::Tensor& b, int64_t height, int64_t width);
+
+#ifdef WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cuda(const at::Tensor& x, double eps);
+at::Tensor tv_hvp_cuda(const at::Tensor& x, const at::Tensor& v, double eps);
+at::Tensor cm_lin_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& ar,
+                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,
+                       double scale);
+at::Tensor cm_adj_cuda(const at::Tensor& w, const c10::optional<at::Tensor>& ar,
+                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
+                       double scale);
+at::Tensor cm_adj_phase_cuda(const at::Tensor& g, const at::Tensor& z,
+                             const c10::optional<at::Tensor>& ar,
+                             const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
+                             double scale);
+at::Tensor cm_materialize_cuda(int64_t seed, int64_t m, int64_t n, bool cplx, double scale,
+                               at::ScalarType dtype);
+std::tuple<at::Tensor, at::Tensor> cm_meas_cuda(const at::Tensor& x,
+                                                const c10::optional<at::Tensor>& ar,
+                                                const c10::optional<at::Tensor>& ai, int64_t seed,
+                                                int64_t m, double scale);
+at::Tensor ff_fwd_cuda(const at::Tensor& b, int64_t height, int64_t width);
+at::Tensor ff_bwd_cuda(const at::Tensor& g, const at::Tensor& b, int64_t height, int64_t width);
+#endif
+
+}  // namespace metadip

@@ -1,0 +1,149 @@
+// Smoothed isotropic TV on the CPU (OpenMP). Maths in kernels/tv.py's docstring.
+// OpenMP pragmas are written as _Pragma because they sit inside AT_DISPATCH macro arguments.
+// Work unit: a band of rows of one plane; the row above the band is recomputed
+// so bands are independent and the stencil reads each row of x once per band.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../ops.h"
+
+namespace metadip {
+namespace {
+
+constexpr int64_t kBand = 16;
+
+// u = dh/s, v = dw/s along row i; returns Σ s over the row.
+template <typename T>
+double row_uv(const T* xp, int64_t i, int64_t H, int64_t W, T eps, T* u, T* v) {
+  const T* r = xp + i * W;
+  const T* d = r + W;
+  const bool has_dn = i + 1 < H;
+  double acc = 0.0;
+  for (int64_t j = 0; j < W; ++j) {
+    const T dh = has_dn ? d[j] - r[j] : T(0);
+    const T dw = j + 1 < W ? r[j + 1] - r[j] : T(0);
+    const T s = std::sqrt(dh * dh + dw * dw + eps);
+    u[j] = dh / s;
+    v[j] = dw / s;
+    acc += s;
+  }
+  return acc;
+}
+
+// du, dv (directional derivatives of u, v along w) on row i.
+template <typename T>
+void row_duv(const T* xp, const T* wp, int64_t i, int64_t H, int64_t W, T eps, T* du, T* dv) {
+  const T* r = xp + i * W;
+  const T* d = r + W;
+  const T* q = wp + i * W;
+  const T* qd = q + W;
+  const bool has_dn = i + 1 < H;
+  for (int64_t j = 0; j < W; ++j) {
+    const bool rt = j + 1 < W;
+    const T dh = has_dn ? d[j] - r[j] : T(0);
+    const T dw = rt ? r[j + 1] - r[j] : T(0);
+    const T eh = has_dn ? qd[j] - q[j] : T(0);
+    const T ew = rt ? q[j + 1] - q[j] : T(0);
+    const T s = std::sqrt(dh * dh + dw * dw + eps);
+    const T k = (dh * eh + dw * ew) / (s * s * s);
+    du[j] = eh / s - dh * k;
+    dv[j] = ew / s - dw * k;
+  }
+}
+
+void check_x(const at::Tensor& x, double eps) {
+  TORCH_CHECK(x.dim() == 4, "tv expects x of shape (B, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "tv supports float32/float64, got ", x.scalar_type());
+  TORCH_CHECK(eps > 0, "tv needs eps > 0, got ", eps);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x_, double eps) {
+  check_x(x_, eps);
+  const at::Tensor x = x_.contiguous();
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t P = B * C, nb = (H + kBand - 1) / kBand;
+  at::Tensor grad = at::empty_like(x);
+  at::Tensor part = at::empty({B, C * nb}, x.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_fwd_cpu", [&] {
+    const scalar_t* xd = x.data_ptr<scalar_t>();
+    scalar_t* gd = grad.data_ptr<scalar_t>();
+    double* pd = part.data_ptr<double>();
+    const scalar_t e = static_cast<scalar_t>(eps);
+_Pragma("omp parallel")
+    {
+      std::vector<scalar_t> up(W), cu(W), cv(W), scratch(W);
+_Pragma("omp for schedule(static)")
+      for (int64_t t = 0; t < P * nb; ++t) {
+        const int64_t p = t / nb, i0 = (t % nb) * kBand, i1 = std::min(H, i0 + kBand);
+        const scalar_t* xp = xd + p * H * W;
+        scalar_t* gp = gd + p * H * W;
+        if (i0 > 0) {
+          row_uv(xp, i0 - 1, H, W, e, up.data(), scratch.data());
+        } else {
+          std::fill(up.begin(), up.end(), scalar_t(0));
+        }
+        double acc = 0.0;
+        for (int64_t i = i0; i < i1; ++i) {
+          acc += row_uv(xp, i, H, W, e, cu.data(), cv.data());
+          scalar_t* g = gp + i * W;
+          for (int64_t j = 0; j < W; ++j) {
+            g[j] = -(cu[j] + cv[j]) + up[j] + (j > 0 ? cv[j - 1] : scalar_t(0));
+          }
+          std::swap(up, cu);
+        }
+        pd[t] = acc;
+      }
+    }
+  });
+  return {part.sum(1).to(x.scalar_type()), grad};
+}
+
+at::Tensor tv_hvp_cpu(const at::Tensor& x_, const at::Tensor& v_, double eps) {
+  check_x(x_, eps);
+  TORCH_CHECK(v_.sizes() == x_.sizes(), "tv_hvp: v must have x's shape ", x_.sizes(), ", got ",
+              v_.sizes());
+  const at::Tensor x = x_.contiguous();
+  const at::Tensor v = v_.to(x.scalar_type()).contiguous();
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t P = B * C, nb = (H + kBand - 1) / kBand;
+  at::Tensor out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_hvp_cpu", [&] {
+    const scalar_t* xd = x.data_ptr<scalar_t>();
+    const scalar_t* vd = v.data_ptr<scalar_t>();
+    scalar_t* od = out.data_ptr<scalar_t>();
+    const scalar_t e = static_cast<scalar_t>(eps);
+_Pragma("omp parallel")
+    {
+      std::vector<scalar_t> up(W), cu(W), cv(W), scratch(W);
+_Pragma("omp for schedule(static)")
+      for (int64_t t = 0; t < P * nb; ++t) {
+        const int64_t p = t / nb, i0 = (t % nb) * kBand, i1 = std::min(H, i0 + kBand);
+        const scalar_t* xp = xd + p * H * W;
+        const scalar_t* vp = vd + p * H * W;
+        scalar_t* op = od + p * H * W;
+        if (i0 > 0) {
+          row_duv(xp, vp, i0 - 1, H, W, e, up.data(), scratch.data());
+        } else {
+          std::fill(up.begin(), up.end(), scalar_t(0));
+        }
+        for (int64_t i = i0; i < i1; ++i) {
+          row_duv(xp, vp, i, H, W, e, cu.data(), cv.data());
+          scalar_t* o = op + i * W;
+          for (int64_t j = 0; j < W; ++j) {
+            o[j] = -(cu[j] + cv[j]) + up[j] + (j > 0 ? cv[j - 1] : scalar_t(0));
+          }
+          std::swap(up, cu);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace metadip
