@@ -60,6 +60,9 @@ class Hyper:
     lr_scale: float = 1.0
     create_graph: bool = False
     generator: torch.Generator | None = None
+    # First-order meta-gradients: keep the update's graph (θ, m, lr, momentum) but treat
+    # the inner gradient g as a constant (no Hessian terms). Only read with create_graph.
+    first_order: bool = False
 
 
 def _net_input(hyper: Hyper, jitter: bool) -> Tensor:
@@ -104,8 +107,9 @@ def step(
     adam: m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr[t] m̂ / (√v̂ + ε).
     """
     names = list(params)
+    second_order = hyper.create_graph and not hyper.first_order
     with torch.enable_grad():
-        if hyper.create_graph:
+        if second_order:
             leaves = [
                 p if p.requires_grad else p.detach().requires_grad_() for p in params.values()
             ]
@@ -114,7 +118,7 @@ def step(
         current = dict(zip(names, leaves, strict=True))
         x = functional_call(hyper.net, current, (_net_input(hyper, jitter=True),))
         loss = data_loss(x, y, op, hyper)
-        grads = torch.autograd.grad(loss, leaves, create_graph=hyper.create_graph)
+        grads = torch.autograd.grad(loss, leaves, create_graph=second_order)
 
     row = min(t, hyper.lr.shape[0] - 1)
     lrs = hyper.lr[row] * hyper.lr_scale
@@ -127,6 +131,8 @@ def step(
     for i, (k, p, g) in enumerate(zip(names, leaves, grads, strict=True)):
         if not hyper.create_graph:
             p = p.detach()
+        elif hyper.first_order:
+            p = params[k]
         if hyper.rule == "sgd":
             m = hyper.momentum * state["m"][k] + g
             new_params[k] = p - lrs[i] * m

@@ -1,0 +1,362 @@
+"""Meta-gradients: differentiate the outer loss through the inner fitting loop.
+
+The inner loop is ``metadip.inner.step`` — the same function ``reconstruct`` runs —
+applied ``T`` times from the meta-initialization:
+
+    (θ_{t+1}, m_{t+1}) = step(θ_t, m_t; lr[t], μ, λ_tv, B),   θ_0 = W,  m_0 = 0,
+
+and the outer loss of one task ``(x, op, y)`` is ``L = mean((f_{θ_T}(z) − x)²)``
+(or the mean absolute error), averaged over the task batch. Meta-parameters
+(each can be frozen): the initial weights ``W``, the per-step per-tensor log
+learning rates ``log_lr`` (``lr = exp(log_lr)``), the momentum ``μ``, the TV
+weight ``λ_tv`` and the Fourier-feature scale ``s`` (``B = s · basis``).
+
+Modes of ``meta_gradient``:
+
+``unrolled``
+    one autograd graph through all T steps (``create_graph=True``): the
+    reference; memory grows linearly with T.
+``checkpointed``
+    forward without a graph, saving ``(θ_t, optimizer state)`` every ``segment``
+    steps; backward walks the segments last-first, recomputes each with
+    ``create_graph=True`` and pulls the incoming adjoint ``(ā_θ, ā_m)`` through
+    it with one vector-Jacobian product (``torch.autograd.grad`` with
+    ``grad_outputs``; the Hessian-vector terms come from the double backward),
+    then frees the segment. The hyper-parameters (``lr``, ``μ``, ``λ_tv``, ``B``)
+    are shared by every segment, so their gradients are summed over segments and
+    chained to the meta-parameters (``exp``, ``s · basis``) once at the end.
+    Memory: ``O(|θ| · T / segment)`` saved states plus one segment's graph.
+``first_order``
+    the inner gradient ``g_t`` is treated as a constant (no Hessian terms): cheap,
+    approximate, for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metadip.init import MetaInit
+from metadip.inner import Hyper, Params, State, init_state, output, prepare, step
+
+__all__ = [
+    "HYPER_NAMES",
+    "MODES",
+    "Task",
+    "default_segment",
+    "meta_gradient",
+    "meta_names",
+    "outer_loss",
+]
+
+MODES = ("unrolled", "checkpointed", "first_order")
+LOSSES = ("l2", "l1")
+# Meta-parameters besides the weights, as named in MetaInit and in the gradient dict.
+HYPER_NAMES = ("log_lr", "momentum", "tv_weight", "fourier_scale")
+
+Task = tuple[Tensor, Any, Tensor]  # (x (C, H, W), operator, y (*out_shape))
+
+
+def default_segment(steps: int) -> int:
+    """≈ √T: balances saved states (T/k) against one segment's graph (k steps)."""
+    return max(1, math.ceil(math.sqrt(steps)))
+
+
+def meta_names(init: MetaInit) -> list[str]:
+    """Every meta-parameter name: ``weights.<param>`` for each weight tensor, then
+    ``HYPER_NAMES``; these are also ``init.tensors()``'s keys."""
+    return [f"weights.{k}" for k in init.weights] + list(HYPER_NAMES)
+
+
+def _trainable(init: MetaInit, frozen: Iterable[str]) -> list[str]:
+    """Names not frozen; ``"weights"`` freezes every weight tensor."""
+    names = meta_names(init)
+    frozen = set(frozen)
+    unknown = frozen - set(names) - {"weights"}
+    if unknown:
+        raise ValueError(
+            f"unknown meta-parameter(s) to freeze: {sorted(unknown)}; expected 'weights', "
+            f"{', '.join(HYPER_NAMES)} or 'weights.<name>'"
+        )
+    out = []
+    for n in names:
+        if n in frozen or (n.startswith("weights.") and "weights" in frozen):
+            continue
+        out.append(n)
+    return out
+
+
+def _with_leaves(init: MetaInit, trainable: Sequence[str]) -> tuple[MetaInit, dict[str, Tensor]]:
+    """A copy of ``init`` whose trainable tensors are fresh leaves with requires_grad."""
+    leaves: dict[str, Tensor] = {}
+
+    def leaf(name: str, t: Tensor) -> Tensor:
+        if name in trainable:
+            leaves[name] = t.detach().clone().requires_grad_()
+            return leaves[name]
+        return t.detach()
+
+    weights = {k: leaf(f"weights.{k}", v) for k, v in init.weights.items()}
+    kw = {n: leaf(n, getattr(init, n)) for n in HYPER_NAMES}
+    return replace(init, weights=weights, **kw), leaves
+
+
+def _check_tasks(tasks: Sequence[Task], init: MetaInit) -> list[tuple[Tensor, Any, Tensor]]:
+    """Validates ``(x, op, y)`` tuples; returns them batched ``(1, C, H, W)`` / ``(1, *out)``
+    on the init's device and dtype."""
+    if len(tasks) == 0:
+        raise ValueError("meta_gradient needs at least one task (x, op, y), got none")
+    out = []
+    for i, task in enumerate(tasks):
+        if not isinstance(task, (tuple, list)) or len(task) != 3:
+            raise TypeError(f"task {i} must be a tuple (x, op, y), got {type(task).__name__}")
+        x, op, y = task
+        if not hasattr(op, "in_shape") or not hasattr(op, "forward"):
+            raise TypeError(f"task {i}: op must be a metadip Operator, got {type(op).__name__}")
+        shape = tuple(op.in_shape)
+        if tuple(x.shape) == shape:
+            x = x[None]
+        elif tuple(x.shape) != (1, *shape):
+            raise ValueError(
+                f"task {i}: x has shape {tuple(x.shape)}, expected {shape} (the operator's "
+                "in_shape) or (1, *in_shape)"
+            )
+        if tuple(y.shape) == tuple(op.out_shape):
+            y = y[None]
+        elif tuple(y.shape) != (1, *op.out_shape):
+            raise ValueError(
+                f"task {i}: y has shape {tuple(y.shape)}, expected {tuple(op.out_shape)} "
+                "(the operator's out_shape) or (1, *out_shape)"
+            )
+        dev, dt = init.device, init.dtype
+        out.append((x.to(dev, dt), op.to(device=dev, dtype=dt), y.to(dev, dt)))
+    return out
+
+
+def _outer(image: Tensor, x: Tensor, loss: str) -> Tensor:
+    """Outer loss of one task: mean squared (``l2``) or absolute (``l1``) error."""
+    diff = image - x
+    return diff.pow(2).mean() if loss == "l2" else diff.abs().mean()
+
+
+def _state_tensors(state: State) -> list[Tensor]:
+    """The optimizer-state tensors that carry over between steps (m, and v for Adam)."""
+    out = list(state["m"].values())
+    if "v" in state:
+        out += list(state["v"].values())
+    return out
+
+
+def _state_from(names: list[str], tensors: list[Tensor], template: State) -> State:
+    n = len(names)
+    state: State = {"m": dict(zip(names, tensors[:n], strict=True)), "ema": None}
+    if "v" in template:
+        state["v"] = dict(zip(names, tensors[n:], strict=True))
+    return state
+
+
+@dataclass
+class _HyperLeaves:
+    """The step's hyper-parameter tensors as leaves; gradients are summed over segments."""
+
+    hyper: Hyper
+    tensors: list[Tensor]  # [lr (T, P), momentum, tv_weight, fourier_b (k, 2)?]
+
+
+def _hyper_leaves(hyper: Hyper) -> _HyperLeaves:
+    lr = hyper.lr.detach().requires_grad_()
+    mu = hyper.momentum.detach().requires_grad_()
+    tv = hyper.tv_weight.detach().requires_grad_()
+    tensors = [lr, mu, tv]
+    fb = None
+    if hyper.fourier_b is not None:
+        fb = hyper.fourier_b.detach().requires_grad_()
+        tensors.append(fb)
+    h = replace(hyper, lr=lr, momentum=mu, tv_weight=tv, fourier_b=fb)
+    return _HyperLeaves(h, tensors)
+
+
+def _grad(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad_outputs: Sequence[Tensor] | None = None,
+) -> list[Tensor]:
+    """``torch.autograd.grad`` with unused inputs given zero gradient."""
+    gs = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, allow_unused=True)
+    return [torch.zeros_like(i) if g is None else g for i, g in zip(inputs, gs, strict=True)]
+
+
+def _task_unrolled(
+    init: MetaInit, leaves: dict[str, Tensor], task: tuple, steps: int, loss: str, first: bool
+) -> tuple[Tensor, dict[str, Tensor]]:
+    x, op, y = task
+    params, hyper = prepare(init, op.in_shape, steps=steps, create_graph=True)
+    hyper.first_order = first
+    state = init_state(params, hyper)
+    for t in range(steps):
+        params, state, _ = step(params, state, y, op, hyper, t)
+    value = _outer(output(params, hyper), x, loss)
+    names = list(leaves)
+    gs = _grad([value], [leaves[n] for n in names])
+    return value.detach(), dict(zip(names, gs, strict=True))
+
+
+def _task_checkpointed(
+    init: MetaInit,
+    leaves: dict[str, Tensor],
+    task: tuple,
+    steps: int,
+    segment: int,
+    loss: str,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    x, op, y = task
+    # The graph from the meta-parameters to the step's hyper-parameters (exp, s·basis,
+    # with_steps) is built once and used once, after all segments.
+    params0, hyper_graph = prepare(init, op.in_shape, steps=steps, create_graph=True)
+    hl = _hyper_leaves(hyper_graph)
+    hyper = hl.hyper
+    names = list(params0)
+    gen = hyper.generator
+
+    # Forward without a graph; keep (θ_t, state_t, RNG state) at each segment start.
+    fwd = replace(hyper, create_graph=False)
+    params = {k: v.detach() for k, v in params0.items()}
+    state = init_state(params, fwd)
+    saved: list[tuple[int, Params, State, Tensor | None]] = []
+    with torch.no_grad():
+        for t in range(steps):
+            if t % segment == 0:
+                saved.append((t, params, state, gen.get_state() if gen is not None else None))
+            params, state, _ = step(params, state, y, op, fwd, t)
+
+    # Adjoint of θ_T from the outer loss; the final forward also depends on B.
+    with torch.enable_grad():
+        p_t = [params[k].detach().requires_grad_() for k in names]
+        value = _outer(output(dict(zip(names, p_t, strict=True)), hyper), x, loss)
+        gs = _grad([value], p_t + hl.tensors)
+    adj_p = gs[: len(names)]
+    hyper_grads = gs[len(names) :]
+    adj_s = [torch.zeros_like(s) for s in _state_tensors(state)]
+    del params, state, p_t
+
+    # Backward: segments last-first; each is recomputed with a graph, used once, freed.
+    for t0, p_saved, s_saved, rng in reversed(saved):
+        t1 = min(t0 + segment, steps)
+        if gen is not None:
+            gen.set_state(rng)
+        with torch.enable_grad():
+            p_in = [p_saved[k].detach().requires_grad_() for k in names]
+            s_in = [s.detach().requires_grad_() for s in _state_tensors(s_saved)]
+            p = dict(zip(names, p_in, strict=True))
+            s = _state_from(names, s_in, s_saved)
+            for t in range(t0, t1):
+                p, s, _ = step(p, s, y, op, hyper, t)
+            outs = [p[k] for k in names] + _state_tensors(s)
+            gs = _grad(outs, p_in + s_in + hl.tensors, grad_outputs=adj_p + adj_s)
+        n_p, n_s = len(p_in), len(s_in)
+        adj_p, adj_s = gs[:n_p], gs[n_p : n_p + n_s]
+        hyper_grads = [a + b for a, b in zip(hyper_grads, gs[n_p + n_s :], strict=True)]
+        del p, s, outs, gs
+
+    # Chain to the meta-parameters: θ_0 = W (identity) and the hyper graph.
+    grads: dict[str, Tensor] = {}
+    for k, g in zip(names, adj_p, strict=True):
+        if f"weights.{k}" in leaves:
+            grads[f"weights.{k}"] = g
+    hyper_names = [n for n in HYPER_NAMES if n in leaves]
+    if hyper_names:
+        graph_t = [hyper_graph.lr, hyper_graph.momentum, hyper_graph.tv_weight]
+        if hyper_graph.fourier_b is not None:
+            graph_t.append(hyper_graph.fourier_b)
+        pairs = [(o, g) for o, g in zip(graph_t, hyper_grads, strict=True) if o.requires_grad]
+        hg = _grad([o for o, _ in pairs], [leaves[n] for n in hyper_names], [g for _, g in pairs])
+        grads.update(zip(hyper_names, hg, strict=True))
+    return value.detach(), grads
+
+
+def meta_gradient(
+    init: MetaInit,
+    tasks: Sequence[Task],
+    steps: int,
+    mode: str = "checkpointed",
+    segment: int | None = None,
+    loss: str = "l2",
+    frozen: Iterable[str] = (),
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Outer loss and its gradient w.r.t. the meta-parameters of ``init``.
+
+    init: the meta-initialization (its device and dtype are used for everything).
+    tasks: ``(x, op, y)`` tuples: ground truth ``(C, H, W)``, operator, measurement
+    ``op.out_shape`` (a leading batch dimension of 1 is accepted).
+    steps: inner steps T (``init``'s rates are cut or extended to T, see ``with_steps``).
+    mode: ``"unrolled"`` | ``"checkpointed"`` | ``"first_order"``.
+    segment: steps per checkpointed segment (default ⌈√T⌉).
+    loss: ``"l2"`` (mean squared error) or ``"l1"``.
+    frozen: names not to differentiate: ``"weights"`` (all), ``"weights.<name>"``,
+    ``"log_lr"``, ``"momentum"``, ``"tv_weight"``, ``"fourier_scale"``.
+
+    Returns ``(outer_loss, grads)``: the scalar loss averaged over tasks (detached)
+    and a dict ``name -> gradient`` (same shapes as ``init.tensors()[name]``) for
+    each trainable meta-parameter. The gradient of ``log_lr`` has ``init.log_lr``'s
+    shape even when ``steps`` differs from ``init.steps``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if segment is None:
+        segment = default_segment(steps)
+    if isinstance(segment, bool) or not isinstance(segment, int) or segment < 1:
+        raise ValueError(f"segment must be an integer >= 1, got {segment!r}")
+    if not isinstance(init, MetaInit):
+        raise TypeError(f"init must be a MetaInit, got {type(init).__name__}")
+    if init.rule != "sgd":
+        # Adam's sqrt(v) has an infinite derivative where an inner gradient is exactly 0
+        # (e.g. conv biases in front of an instance norm): its meta-gradient would be NaN.
+        raise ValueError(f"meta-gradients need the rule 'sgd' (momentum SGD), got {init.rule!r}")
+    if init.ema > 0:
+        raise ValueError(
+            f"meta-training differentiates the final image f_θT(z); init.ema must be 0, "
+            f"got {init.ema}"
+        )
+    if init.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"init must be float32 or float64, got {init.dtype}")
+    trainable = _trainable(init, frozen)
+    batch = _check_tasks(tasks, init)
+    meta, leaves = _with_leaves(init, trainable)
+    total = torch.zeros((), dtype=init.dtype, device=init.device)
+    grads = {n: torch.zeros_like(t) for n, t in leaves.items()}
+    for task in batch:
+        if mode == "checkpointed":
+            value, g = _task_checkpointed(meta, leaves, task, steps, segment, loss)
+        else:
+            value, g = _task_unrolled(meta, leaves, task, steps, loss, mode == "first_order")
+        total += value
+        for n in grads:
+            grads[n] += g[n]
+    n = len(batch)
+    return total / n, {k: v / n for k, v in grads.items()}
+
+
+def outer_loss(init: MetaInit, tasks: Sequence[Task], steps: int, loss: str = "l2") -> Tensor:
+    """The outer loss alone (no graph): mean over tasks of the ``loss`` between
+    ``f_θT(z)`` after ``steps`` inner steps and ``x``."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    total = torch.zeros((), dtype=init.dtype, device=init.device)
+    batch = _check_tasks(tasks, init)
+    with torch.no_grad():
+        for x, op, y in batch:
+            params, hyper = prepare(init, op.in_shape, steps=steps)
+            state = init_state(params, hyper)
+            for t in range(steps):
+                params, state, _ = step(params, state, y, op, hyper, t)
+            total += _outer(output(params, hyper), x, loss)
+    return total / len(batch)
