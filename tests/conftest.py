@@ -27,3 +27,13 @@ def smooth_image(channels: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 def _deterministic():
     torch.manual_seed(1234)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, with the reason, where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none is available on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

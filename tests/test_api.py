@@ -164,3 +164,15 @@ def test_unknown_init_name_is_an_error():
 def test_public_api_is_exported():
     for name in ("reconstruct", "MetaInit", "Denoise", "PhaseRetrieval", "LinearOperator"):
         assert hasattr(metadip, name)
+
+
+@pytest.mark.gpu
+def test_cuda_fit_matches_cpu_and_returns_the_callers_type():
+    op = CompressiveSensing((1, 8, 8), 0.5, seed=0)
+    y = np.random.default_rng(0).random(op.out_shape).astype(np.float64)
+    cpu = reconstruct(y, op, device="cpu", **FAST)
+    gpu = reconstruct(y, op, device="cuda", **FAST)
+    assert isinstance(gpu.image, np.ndarray) and gpu.device.type == "cuda"
+    np.testing.assert_allclose(gpu.image, cpu.image, rtol=1e-6, atol=1e-8)
+    t = torch.from_numpy(y).cuda()
+    assert reconstruct(t, op, **FAST).image.device == t.device
