@@ -1,0 +1,7 @@
+"""``python -m metadip`` = the ``metadip`` command."""
+
+import sys
+
+from metadip.cli import main
+
+sys.exit(main())
