@@ -29,7 +29,6 @@ __all__ = [
     "complex_measure",
     "linear",
     "materialize",
-    "measure",
     "seeded_measure",
 ]
 

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor
 
+from metadip import dispatch as _dispatch
+
 __all__ = [
     "complex_measure",
     "complex_measure_ref",
@@ -84,6 +86,16 @@ def fourier_features_ref(b: Tensor, height: int, width: int) -> Tensor:
 
 
 # The public names; the kernels layer routes these through metadip.dispatch.
-tv = tv_ref
-complex_measure = complex_measure_ref
-fourier_features = fourier_features_ref
+def tv(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """:func:`tv_ref` on the fastest available backend, ``(B, C, H, W)`` -> ``(B,)``."""
+    return _dispatch.tv(x, eps)
+
+
+def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
+    """:func:`complex_measure_ref` on the fastest available backend, ``(B, n)`` -> ``(B, m)``."""
+    return _dispatch.complex_measure(x, a_real, a_imag)
+
+
+def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
+    """:func:`fourier_features_ref` on the fastest backend, ``(k, 2)`` -> ``(2k, H, W)``."""
+    return _dispatch.fourier_features(b, height, width)

@@ -1,0 +1,411 @@
+"""Backend selection for the fused ops: Triton -> C++/CUDA extension -> torch reference.
+
+Per device the preference is
+
+* CUDA: ``triton`` -> ``cpp`` (``metadip._C`` built with CUDA) -> ``torch``;
+* CPU:  ``cpp`` -> ``torch``. Triton runs on the CPU only in its interpreter
+  (``TRITON_INTERPRET=1``, for tests) and only when asked for explicitly.
+
+``METADIP_BACKEND=triton|cpp|torch`` (or ``backend=`` on each function) forces a
+backend and raises :class:`BackendUnavailable` if it cannot run. A backend counts
+as available only after it has run a tiny instance of every op and matched the
+reference (cached per backend, device type and interpreter setting).
+
+Seeded measurement matrices: entry (i, j) is ``scale · N_ij`` with ``N_ij`` the
+Box–Muller transform of a Philox4x32-10 draw keyed by the seed with counter
+(j, i, 0, 0) (csrc/common.h). Each backend's :func:`seeded_gaussian` equals the
+matrix its :func:`seeded_measure` uses exactly; across backends they agree to
+float32 rounding of log/sin/cos (~1e-6 relative).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "available",
+    "backend_for",
+    "complex_measure",
+    "default_scale",
+    "fourier_features",
+    "seeded_gaussian",
+    "seeded_gaussian_ref",
+    "seeded_measure",
+    "tv",
+    "unavailable_reason",
+]
+
+BACKENDS = ("triton", "cpp", "torch")
+ENV = "METADIP_BACKEND"
+_ORDER = {"cuda": ("triton", "cpp", "torch"), "cpu": ("cpp", "torch")}
+_OPS = ("tv", "complex_measure", "fourier_features", "seeded_measure")
+
+
+class BackendUnavailable(RuntimeError):
+    """A forced backend cannot run on the requested device."""
+
+
+def _device_type(device: torch.device | str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = torch.device(device).type
+    if kind not in _ORDER:
+        raise ValueError(f"metadip kernels support cpu and cuda devices, got {device}")
+    return kind
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+class _Torch:
+    """The references of metadip.functional (plus the seeded-matrix reference)."""
+
+    @staticmethod
+    def tv(x: Tensor, eps: float) -> Tensor:
+        from metadip.functional import tv_ref
+
+        return tv_ref(x, eps)
+
+    @staticmethod
+    def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
+        from metadip.functional import complex_measure_ref
+
+        return complex_measure_ref(x, a_real, a_imag)
+
+    @staticmethod
+    def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
+        from metadip.functional import fourier_features_ref
+
+        return fourier_features_ref(b, height, width)
+
+    @staticmethod
+    def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
+        a = seeded_gaussian_ref(seed, m, x.shape[1], cplx, scale, x.dtype, x.device)
+        if cplx:
+            return _Torch.complex_measure(x, a[0], a[1])
+        return x @ a[0].t()
+
+    @staticmethod
+    def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
+        return seeded_gaussian_ref(seed, m, n, cplx, scale, dtype, device)
+
+
+class _Cpp:
+    """metadip._C through the torch.library custom ops of metadip._ops."""
+
+    @staticmethod
+    def _ops() -> ModuleType:
+        from metadip import _ops
+
+        return _ops
+
+    @staticmethod
+    def tv(x: Tensor, eps: float) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"tv expects x of shape (B, C, H, W), got shape {tuple(x.shape)}")
+        if eps <= 0:
+            raise ValueError(f"tv needs eps > 0 to be differentiable everywhere, got {eps}")
+        return _Cpp._ops().tv_fwd(x, eps)[0]
+
+    @staticmethod
+    def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
+        _check_measure(x, a_real, a_imag)
+        return _Cpp._ops().cm_meas(x, a_real, a_imag, 0, a_real.shape[0], 1.0)[0]
+
+    @staticmethod
+    def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
+        return _Cpp._ops().ff_fwd(b, height, width)
+
+    @staticmethod
+    def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
+        ops = _Cpp._ops()
+        if cplx:
+            return ops.cm_meas(x, None, None, seed, m, scale)[0]
+        return ops.cm_lin(x, None, None, seed, m, False, scale)[0]
+
+    @staticmethod
+    def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
+        like = torch.empty(0, dtype=dtype, device=device)
+        return _Cpp._ops().cm_materialize(seed, m, n, cplx, scale, like)
+
+
+class _Triton:
+    """kernels/*.py (installed as metadip.kernels)."""
+
+    @staticmethod
+    def _mod(name: str) -> ModuleType:
+        import importlib
+
+        try:
+            return importlib.import_module(f"metadip.kernels.{name}")
+        except ModuleNotFoundError:  # running from a source tree without installing
+            return importlib.import_module(f"kernels.{name}")
+
+    @staticmethod
+    def tv(x: Tensor, eps: float) -> Tensor:
+        return _Triton._mod("tv").tv(x, eps)
+
+    @staticmethod
+    def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
+        _check_measure(x, a_real, a_imag)
+        return _Triton._mod("cmeasure").complex_measure(x, a_real, a_imag)
+
+    @staticmethod
+    def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
+        return _Triton._mod("fourier").fourier_features(b, height, width)
+
+    @staticmethod
+    def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
+        return _Triton._mod("cmeasure").seeded_measure(x, seed, m, cplx, scale)
+
+    @staticmethod
+    def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
+        return _Triton._mod("cmeasure").materialize(seed, m, n, cplx, scale, dtype, device)
+
+
+_IMPL = {"torch": _Torch, "cpp": _Cpp, "triton": _Triton}
+
+
+def _check_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"complex_measure expects x of shape (B, n), got {tuple(x.shape)}")
+    if a_real.shape != a_imag.shape or a_real.dim() != 2:
+        raise ValueError(
+            "complex_measure expects a_real and a_imag of one shape (m, n), got "
+            f"{tuple(a_real.shape)} and {tuple(a_imag.shape)}"
+        )
+    if a_real.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"complex_measure: x has n={x.shape[1]} but A has n={a_real.shape[1]} columns"
+        )
+
+
+# ----------------------------------------------------------------------------- probing
+
+
+def _probe_ops(impl: type, device: str) -> None:
+    """Runs every op once at a tiny size and compares with the reference; raises on mismatch."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 3, 4, generator=g, dtype=torch.float64).to(device)
+    v = torch.rand(2, 5, generator=g, dtype=torch.float64).to(device)
+    ar = torch.randn(3, 5, generator=g, dtype=torch.float64).to(device)
+    ai = torch.randn(3, 5, generator=g, dtype=torch.float64).to(device)
+    b = torch.randn(2, 2, generator=g, dtype=torch.float64).to(device)
+    checks = [
+        (impl.tv(x, 1e-6), _Torch.tv(x, 1e-6)),
+        (impl.complex_measure(v, ar, ai), _Torch.complex_measure(v, ar, ai)),
+        (impl.fourier_features(b, 3, 4), _Torch.fourier_features(b, 3, 4)),
+        (impl.seeded_measure(v, 7, 3, True, 0.5), _Torch.seeded_measure(v, 7, 3, True, 0.5)),
+    ]
+    for name, (got, want) in zip(_OPS, checks, strict=True):
+        if not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+            raise RuntimeError(f"{name} disagrees with the torch reference on a probe input")
+
+
+@functools.cache
+def _probe(backend: str, device: str, interpret: bool) -> str:
+    """'' if the backend runs every op on the device, else why not (cached)."""
+    del interpret  # part of the cache key only: triton decides CPU support from it
+    if backend == "torch":
+        return ""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is available"
+    if backend == "cpp":
+        from metadip import _ops
+
+        if not _ops.HAS_EXT:
+            return (
+                f"{_ops.EXT_ERROR}; reinstall with a C++ compiler and without METADIP_NO_EXT=1: "
+                'pip install --no-build-isolation -e ".[dev]"'
+            )
+        if device == "cuda" and not _ops._C.has_cuda:
+            return "metadip._C was built without CUDA (torch without CUDA or no nvcc at build time)"
+    if backend == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError as exc:
+            return f"triton is not importable ({exc})"
+        if device == "cpu" and not _interpret():
+            return "triton runs on the CPU only in its interpreter (set TRITON_INTERPRET=1)"
+    try:
+        _probe_ops(_IMPL[backend], device)
+    except Exception as exc:  # any failure means "not usable here", with the reason kept
+        return f"probe run failed: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def unavailable_reason(backend: str, device: torch.device | str | None = None) -> str:
+    """Why ``backend`` cannot run on ``device`` ('' when it can)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    return _probe(backend, _device_type(device), _interpret())
+
+
+def available(device: torch.device | str | None = None) -> dict[str, bool]:
+    """Which backends run on ``device`` (default: CUDA if present, else CPU)."""
+    return {name: not unavailable_reason(name, device) for name in BACKENDS}
+
+
+def backend_for(op: str, device: torch.device | str | None, backend: str | None = None) -> str:
+    """The backend ``op`` uses on ``device``: the forced one, else the first usable one."""
+    if op not in _OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {_OPS}")
+    forced = backend or os.environ.get(ENV) or None
+    kind = _device_type(device)
+    if forced is not None:
+        if forced not in BACKENDS:
+            raise ValueError(f"{ENV}/backend must be one of {BACKENDS}, got {forced!r}")
+        why = _probe(forced, kind, _interpret())
+        if why:
+            raise BackendUnavailable(f"backend {forced!r} requested for {op} on {kind}: {why}")
+        return forced
+    for name in _ORDER[kind]:
+        if not _probe(name, kind, _interpret()):
+            return name
+    return "torch"
+
+
+# ----------------------------------------------------------------------------- public ops
+
+
+def tv(x: Tensor, eps: float = 1e-6, *, backend: str | None = None) -> Tensor:
+    """Smoothed isotropic TV per image (see ``functional.tv_ref``): ``(B,C,H,W)`` -> ``(B,)``."""
+    return _IMPL[backend_for("tv", x.device, backend)].tv(x, eps)
+
+
+def complex_measure(
+    x: Tensor, a_real: Tensor, a_imag: Tensor, *, backend: str | None = None
+) -> Tensor:
+    """``|A x|`` for A = a_real + i·a_imag: x ``(B, n)``, planes ``(m, n)`` -> ``(B, m)``."""
+    return _IMPL[backend_for("complex_measure", x.device, backend)].complex_measure(
+        x, a_real, a_imag
+    )
+
+
+def fourier_features(b: Tensor, height: int, width: int, *, backend: str | None = None) -> Tensor:
+    """``[sin 2πb·p; cos 2πb·p]``: b ``(k, 2)`` -> ``(2k, height, width)``."""
+    return _IMPL[backend_for("fourier_features", b.device, backend)].fourier_features(
+        b, height, width
+    )
+
+
+def default_scale(m: int, complex: bool = True) -> float:
+    """Entry std per plane so that A is N(0, 1/m) (real) or CN(0, 1/m) (complex)."""
+    return 1.0 / math.sqrt(2 * m) if complex else 1.0 / math.sqrt(m)
+
+
+def _seed_args(seed: int, m: int, n: int) -> None:
+    if not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    if m < 1 or n < 1 or m >= 2**32 or n >= 2**32:
+        raise ValueError(f"seeded matrices need 1 <= m, n < 2**32, got m={m}, n={n}")
+
+
+def seeded_measure(
+    x: Tensor,
+    seed: int,
+    m: int,
+    *,
+    complex: bool = True,
+    scale: float | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """Measurement with a seeded Gaussian A ``(m, n)`` that is never stored.
+
+    x ``(B, n)`` -> ``(B, m)``: ``|A x|`` when complex (phase retrieval), ``A x``
+    when real (compressive sensing). Equals ``complex_measure(x, *seeded_gaussian(
+    seed, m, n))`` (or ``x @ seeded_gaussian(...).T``) with the same backend.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"seeded_measure expects x of shape (B, n), got {tuple(x.shape)}")
+    _seed_args(seed, m, x.shape[1])
+    scale = default_scale(m, complex) if scale is None else float(scale)
+    impl = _IMPL[backend_for("seeded_measure", x.device, backend)]
+    return impl.seeded_measure(x, seed, m, complex, scale)
+
+
+def seeded_gaussian(
+    seed: int,
+    m: int,
+    n: int,
+    *,
+    complex: bool = True,
+    scale: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The matrix :func:`seeded_measure` uses: ``(a_real, a_imag)``, each ``(m, n)``, or A."""
+    _seed_args(seed, m, n)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"seeded_gaussian supports float32/float64, got {dtype}")
+    scale = default_scale(m, complex) if scale is None else float(scale)
+    impl = _IMPL[backend_for("seeded_measure", device, backend)]
+    a = impl.materialize(seed, m, n, complex, scale, dtype, torch.device(device))
+    return (a[0], a[1]) if complex else a[0]
+
+
+# ----------------------------------------------------------------------------- torch reference
+
+
+def _philox_ref(seed: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First two words of Philox4x32-10 at counter (cols, rows, 0, 0), key = seed (lo, hi)."""
+    mask = np.uint64(0xFFFFFFFF)
+    c0, c1 = np.broadcast_arrays(cols.astype(np.uint64), rows.astype(np.uint64))
+    c0, c1 = c0.copy(), c1.copy()
+    c2 = np.zeros_like(c0)
+    c3 = np.zeros_like(c0)
+    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64((seed >> 32) & 0xFFFFFFFF)
+    # 32x32 -> 64-bit products fit uint64 exactly, so hi/lo words are shifts and masks.
+    for _ in range(10):
+        p0 = np.uint64(0xD2511F53) * c0
+        p1 = np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (
+            (p1 >> np.uint64(32)) ^ c1 ^ k0,
+            p1 & mask,
+            (p0 >> np.uint64(32)) ^ c3 ^ k1,
+            p0 & mask,
+        )
+        k0 = (k0 + np.uint64(0x9E3779B9)) & mask
+        k1 = (k1 + np.uint64(0xBB67AE85)) & mask
+    return c0, c1
+
+
+def seeded_gaussian_ref(
+    seed: int,
+    m: int,
+    n: int,
+    cplx: bool,
+    scale: float,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Tensor:
+    """Reference seeded matrix as planes ``(P, m, n)`` (numpy integers, torch float32 maths)."""
+    planes = 2 if cplx else 1
+    out = torch.empty((planes, m, n), dtype=dtype)
+    step = max(1, (1 << 22) // n)  # bounded temporary memory
+    cols = np.arange(n, dtype=np.uint64)[None, :]
+    for r0 in range(0, m, step):
+        rows = np.arange(r0, min(m, r0 + step), dtype=np.uint64)[:, None]
+        w0, w1 = _philox_ref(seed, rows, cols)
+        u0 = (torch.from_numpy((w0 >> np.uint64(9)).astype(np.float32)) + 0.5) * 2.0**-23
+        u1 = (torch.from_numpy((w1 >> np.uint64(9)).astype(np.float32)) + 0.5) * 2.0**-23
+        rad = torch.sqrt(-2.0 * torch.log(u0))
+        th = np.float32(2 * math.pi) * u1
+        out[0, r0 : r0 + rows.shape[0]] = (rad * torch.cos(th)).to(dtype) * scale
+        if cplx:
+            out[1, r0 : r0 + rows.shape[0]] = (rad * torch.sin(th)).to(dtype) * scale
+    return out.to(device)
