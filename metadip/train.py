@@ -418,7 +418,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             )
             raise ValueError(f"--resume: options differ from the checkpoint's ({detail})")
     elif ckpt_path.is_file():
-        raise FileExistsError(
+        raise ValueError(
             f"{ckpt_path} exists: pass --resume to continue it, or choose another --out"
         )
 
