@@ -47,7 +47,7 @@ def _extension_kwargs() -> dict:
             "metadip._C",
             sources + rel("csrc/*/*_cuda.cu"),
             define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
             extra_link_args=["-fopenmp"],
         )
     else:

@@ -10,6 +10,14 @@
 #endif
 
 namespace metadip {
+
+namespace {
+bool g_poison = false;
+}  // namespace
+
+void set_poison(bool on) { g_poison = on; }
+bool poison_enabled() { return g_poison; }
+
 namespace {
 
 #ifdef WITH_CUDA
@@ -102,6 +110,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   using namespace metadip;
   mod.doc() = "metadip fused ops (C++/OpenMP, CUDA when built with it)";
   mod.attr("has_cuda") = kHasCuda;
+  mod.def("set_poison", &set_poison, "fill every output with NaN on allocation (tests)",
+          py::arg("on"));
   mod.def("tv_fwd", &tv_fwd, "TV value (B,) and gradient", py::arg("x"), py::arg("eps"));
   mod.def("tv_hvp", &tv_hvp, "TV Hessian-vector product", py::arg("x"), py::arg("v"),
           py::arg("eps"));

@@ -3,9 +3,21 @@
 
 #include <torch/extension.h>
 
+#include <limits>
 #include <tuple>
 
 namespace metadip {
+
+// Test hook: when set, every output buffer is filled with NaN right after
+// allocation, so an element a kernel forgets to write fails the tests.
+void set_poison(bool on);
+bool poison_enabled();
+
+inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  at::Tensor t = at::empty(sizes, opts);
+  if (poison_enabled()) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
+}
 
 // tv: x (B,C,H,W) -> value (B,), gradient (B,C,H,W); hvp: H(x) v.
 std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x, double eps);

@@ -16,19 +16,19 @@ namespace {
 
 void check_dense(const at::Tensor& ar, const c10::optional<at::Tensor>& ai, int64_t n,
                  at::ScalarType dt) {
-  TORCH_CHECK(ar.dim() == 2 && ar.size(1) == n, "A must be (m, n) with n = ", n, ", got ",
+  TORCH_CHECK_VALUE(ar.dim() == 2 && ar.size(1) == n, "A must be (m, n) with n = ", n, ", got ",
               ar.sizes());
-  TORCH_CHECK(ar.scalar_type() == dt, "A has dtype ", ar.scalar_type(), " but x has ", dt);
+  TORCH_CHECK_TYPE(ar.scalar_type() == dt, "A has dtype ", ar.scalar_type(), " but x has ", dt);
   if (ai.has_value()) {
-    TORCH_CHECK(ai->sizes() == ar.sizes(), "a_imag must have a_real's shape ", ar.sizes(),
+    TORCH_CHECK_VALUE(ai->sizes() == ar.sizes(), "a_imag must have a_real's shape ", ar.sizes(),
                 ", got ", ai->sizes());
-    TORCH_CHECK(ai->scalar_type() == dt, "a_imag has dtype ", ai->scalar_type(), " but x has ",
+    TORCH_CHECK_TYPE(ai->scalar_type() == dt, "a_imag has dtype ", ai->scalar_type(), " but x has ",
                 dt);
   }
 }
 
 void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
               " must be float32/float64, got ", t.scalar_type());
 }
 
@@ -37,14 +37,14 @@ void check_float(const at::Tensor& t, const char* name) {
 at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,
                       double scale) {
-  TORCH_CHECK(x_.dim() == 2, "measurement expects x of shape (B, n), got ", x_.sizes());
+  TORCH_CHECK_VALUE(x_.dim() == 2, "measurement expects x of shape (B, n), got ", x_.sizes());
   check_float(x_, "x");
   const at::Tensor x = x_.contiguous();
   const int64_t B = x.size(0), n = x.size(1);
   if (ar.has_value()) {
     check_dense(*ar, ai, n, x.scalar_type());
     const int64_t P = ai.has_value() ? 2 : 1;
-    at::Tensor z = at::empty({P, B, ar->size(0)}, x.options());
+    at::Tensor z = new_output({P, B, ar->size(0)}, x.options());
     at::Tensor z0 = z[0];
     at::mm_out(z0, x, ar->t());
     if (P == 2) {
@@ -53,10 +53,10 @@ at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
     }
     return z;
   }
-  TORCH_CHECK(seed >= 0, "seed must be >= 0, got ", seed);
-  TORCH_CHECK(m >= 1, "m must be >= 1, got ", m);
+  TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
+  TORCH_CHECK_VALUE(m >= 1, "m must be >= 1, got ", m);
   const int64_t P = cplx ? 2 : 1;
-  at::Tensor z = at::empty({P, B, m}, x.options());
+  at::Tensor z = new_output({P, B, m}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cm_lin_seeded_cpu", [&] {
     const scalar_t* xd = x.data_ptr<scalar_t>();
     scalar_t* zd = z.data_ptr<scalar_t>();
@@ -89,23 +89,23 @@ _Pragma("omp for schedule(static)")
 at::Tensor cm_adj_cpu(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
                       double scale) {
-  TORCH_CHECK(w_.dim() == 3 && (w_.size(0) == 1 || w_.size(0) == 2),
+  TORCH_CHECK_VALUE(w_.dim() == 3 && (w_.size(0) == 1 || w_.size(0) == 2),
               "adjoint expects w of shape (P, B, m) with P in {1, 2}, got ", w_.sizes());
   check_float(w_, "w");
   const at::Tensor w = w_.contiguous();
   const int64_t P = w.size(0), B = w.size(1), m = w.size(2);
   if (ar.has_value()) {
-    TORCH_CHECK(ar->dim() == 2 && ar->size(0) == m, "A must have m = ", m, " rows, got ",
+    TORCH_CHECK_VALUE(ar->dim() == 2 && ar->size(0) == m, "A must have m = ", m, " rows, got ",
                 ar->sizes());
     check_dense(*ar, ai, ar->size(1), w.scalar_type());
-    TORCH_CHECK((P == 2) == ai.has_value(), "w has ", P, " planes but A has ",
+    TORCH_CHECK_VALUE((P == 2) == ai.has_value(), "w has ", P, " planes but A has ",
                 ai.has_value() ? 2 : 1);
     at::Tensor out = at::mm(w[0], *ar);
     if (P == 2) out.addmm_(w[1], *ai);
     return out;
   }
-  TORCH_CHECK(seed >= 0, "seed must be >= 0, got ", seed);
-  at::Tensor out = at::empty({B, n}, w.options());
+  TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
+  at::Tensor out = new_output({B, n}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "cm_adj_seeded_cpu", [&] {
     const scalar_t* wd = w.data_ptr<scalar_t>();
     scalar_t* od = out.data_ptr<scalar_t>();
@@ -138,13 +138,13 @@ at::Tensor cm_adj_phase_cpu(const at::Tensor& g_, const at::Tensor& z_,
                             const c10::optional<at::Tensor>& ar,
                             const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
                             double scale) {
-  TORCH_CHECK(z_.dim() == 3 && z_.size(0) == 2, "z must be (2, B, m), got ", z_.sizes());
-  TORCH_CHECK(g_.dim() == 2 && g_.size(0) == z_.size(1) && g_.size(1) == z_.size(2),
+  TORCH_CHECK_VALUE(z_.dim() == 3 && z_.size(0) == 2, "z must be (2, B, m), got ", z_.sizes());
+  TORCH_CHECK_VALUE(g_.dim() == 2 && g_.size(0) == z_.size(1) && g_.size(1) == z_.size(2),
               "g must be (B, m) = (", z_.size(1), ", ", z_.size(2), "), got ", g_.sizes());
   const at::Tensor z = z_.contiguous();
   const at::Tensor g = g_.to(z.scalar_type()).contiguous();
   const int64_t Bm = g.numel();
-  at::Tensor w = at::empty_like(z);
+  at::Tensor w = new_output(z.sizes(), z.options());
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "cm_phase_cpu", [&] {
     const scalar_t* zd = z.data_ptr<scalar_t>();
     const scalar_t* gd = g.data_ptr<scalar_t>();
@@ -164,11 +164,11 @@ _Pragma("omp parallel for schedule(static)")
 
 at::Tensor cm_materialize_cpu(int64_t seed, int64_t m, int64_t n, bool cplx, double scale,
                               at::ScalarType dtype) {
-  TORCH_CHECK(seed >= 0, "seed must be >= 0, got ", seed);
-  TORCH_CHECK(m >= 1 && n >= 1, "m, n must be >= 1, got ", m, ", ", n);
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "dtype must be float32/float64");
+  TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
+  TORCH_CHECK_VALUE(m >= 1 && n >= 1, "m, n must be >= 1, got ", m, ", ", n);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, "dtype must be float32/float64");
   const int64_t P = cplx ? 2 : 1;
-  at::Tensor a = at::empty({P, m, n}, at::TensorOptions().dtype(dtype));
+  at::Tensor a = new_output({P, m, n}, at::TensorOptions().dtype(dtype));
   AT_DISPATCH_FLOATING_TYPES(dtype, "cm_materialize_cpu", [&] {
     scalar_t* ad = a.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
@@ -190,10 +190,10 @@ std::tuple<at::Tensor, at::Tensor> cm_meas_cpu(const at::Tensor& x,
                                                const c10::optional<at::Tensor>& ar,
                                                const c10::optional<at::Tensor>& ai, int64_t seed,
                                                int64_t m, double scale) {
-  TORCH_CHECK(!ar.has_value() || ai.has_value(), "|Ax| needs both planes of a complex A");
+  TORCH_CHECK_VALUE(!ar.has_value() || ai.has_value(), "|Ax| needs both planes of a complex A");
   at::Tensor z = cm_lin_cpu(x, ar, ai, seed, m, true, scale);
   const int64_t Bm = z.size(1) * z.size(2);
-  at::Tensor y = at::empty({z.size(1), z.size(2)}, z.options());
+  at::Tensor y = new_output({z.size(1), z.size(2)}, z.options());
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "cm_mag_cpu", [&] {
     const scalar_t* zd = z.data_ptr<scalar_t>();
     scalar_t* yd = y.data_ptr<scalar_t>();

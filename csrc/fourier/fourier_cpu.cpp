@@ -13,11 +13,11 @@ namespace {
 constexpr double kTwoPi = 6.283185307179586;
 
 void check_b(const at::Tensor& b, int64_t height, int64_t width) {
-  TORCH_CHECK(b.dim() == 2 && b.size(1) == 2, "fourier_features expects b of shape (k, 2), got ",
+  TORCH_CHECK_VALUE(b.dim() == 2 && b.size(1) == 2, "fourier_features expects b of shape (k, 2), got ",
               b.sizes());
-  TORCH_CHECK(b.scalar_type() == at::kFloat || b.scalar_type() == at::kDouble,
+  TORCH_CHECK_TYPE(b.scalar_type() == at::kFloat || b.scalar_type() == at::kDouble,
               "fourier_features supports float32/float64, got ", b.scalar_type());
-  TORCH_CHECK(height >= 1 && width >= 1, "fourier_features needs height, width >= 1, got ",
+  TORCH_CHECK_VALUE(height >= 1 && width >= 1, "fourier_features needs height, width >= 1, got ",
               height, "x", width);
 }
 
@@ -27,7 +27,7 @@ at::Tensor ff_fwd_cpu(const at::Tensor& b_, int64_t H, int64_t W) {
   check_b(b_, H, W);
   const at::Tensor b = b_.contiguous();
   const int64_t K = b.size(0);
-  at::Tensor out = at::empty({2 * K, H, W}, b.options());
+  at::Tensor out = new_output({2 * K, H, W}, b.options());
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "ff_fwd_cpu", [&] {
     const scalar_t* bd = b.data_ptr<scalar_t>();
     scalar_t* od = out.data_ptr<scalar_t>();
@@ -55,12 +55,12 @@ at::Tensor ff_bwd_cpu(const at::Tensor& g_, const at::Tensor& b_, int64_t H, int
   check_b(b_, H, W);
   const at::Tensor b = b_.contiguous();
   const int64_t K = b.size(0);
-  TORCH_CHECK(g_.dim() == 3 && g_.size(0) == 2 * K && g_.size(1) == H && g_.size(2) == W,
+  TORCH_CHECK_VALUE(g_.dim() == 3 && g_.size(0) == 2 * K && g_.size(1) == H && g_.size(2) == W,
               "fourier_features backward expects g of shape (", 2 * K, ", ", H, ", ", W,
               "), got ", g_.sizes());
   const at::Tensor g = g_.to(b.scalar_type()).contiguous();
   // Row partial sums in float64 keep the reduction accurate and deterministic.
-  at::Tensor part = at::empty({K, H, 2}, b.options().dtype(at::kDouble));
+  at::Tensor part = new_output({K, H, 2}, b.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "ff_bwd_cpu", [&] {
     const scalar_t* bd = b.data_ptr<scalar_t>();
     const scalar_t* gd = g.data_ptr<scalar_t>();

@@ -55,10 +55,10 @@ void row_duv(const T* xp, const T* wp, int64_t i, int64_t H, int64_t W, T eps, T
 }
 
 void check_x(const at::Tensor& x, double eps) {
-  TORCH_CHECK(x.dim() == 4, "tv expects x of shape (B, C, H, W), got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+  TORCH_CHECK_VALUE(x.dim() == 4, "tv expects x of shape (B, C, H, W), got ", x.sizes());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "tv supports float32/float64, got ", x.scalar_type());
-  TORCH_CHECK(eps > 0, "tv needs eps > 0, got ", eps);
+  TORCH_CHECK_VALUE(eps > 0, "tv needs eps > 0, got ", eps);
 }
 
 }  // namespace
@@ -68,8 +68,8 @@ std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x_, double eps) 
   const at::Tensor x = x_.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t P = B * C, nb = (H + kBand - 1) / kBand;
-  at::Tensor grad = at::empty_like(x);
-  at::Tensor part = at::empty({B, C * nb}, x.options().dtype(at::kDouble));
+  at::Tensor grad = new_output(x.sizes(), x.options());
+  at::Tensor part = new_output({B, C * nb}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_fwd_cpu", [&] {
     const scalar_t* xd = x.data_ptr<scalar_t>();
     scalar_t* gd = grad.data_ptr<scalar_t>();
@@ -106,13 +106,13 @@ _Pragma("omp for schedule(static)")
 
 at::Tensor tv_hvp_cpu(const at::Tensor& x_, const at::Tensor& v_, double eps) {
   check_x(x_, eps);
-  TORCH_CHECK(v_.sizes() == x_.sizes(), "tv_hvp: v must have x's shape ", x_.sizes(), ", got ",
+  TORCH_CHECK_VALUE(v_.sizes() == x_.sizes(), "tv_hvp: v must have x's shape ", x_.sizes(), ", got ",
               v_.sizes());
   const at::Tensor x = x_.contiguous();
   const at::Tensor v = v_.to(x.scalar_type()).contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t P = B * C, nb = (H + kBand - 1) / kBand;
-  at::Tensor out = at::empty_like(x);
+  at::Tensor out = new_output(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_hvp_cpu", [&] {
     const scalar_t* xd = x.data_ptr<scalar_t>();
     const scalar_t* vd = v.data_ptr<scalar_t>();
