@@ -4,7 +4,8 @@
 // gauss_pair (csrc/common.h), n (or m) split across blocks, batch in register
 // chunks, partial sums combined with atomicAdd.
 // Not compiled or tested on the machine it was written on (no GPU there).
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../common.h"
@@ -150,7 +151,7 @@ at::Tensor cm_lin_cuda(const at::Tensor& x_, const c10::optional<at::Tensor>& ar
   at::Tensor z = at::zeros({P, B, m}, x.options());  // atomically accumulated
   const dim3 grid(blocks(m), (n + kSplit - 1) / kSplit);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cm_lin_seeded_cuda", [&] {
-    seeded_lin_kernel<scalar_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    seeded_lin_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), B, m, n, static_cast<uint64_t>(seed),
         static_cast<scalar_t>(scale), P);
   });
@@ -179,7 +180,7 @@ at::Tensor cm_adj_cuda(const at::Tensor& w_, const c10::optional<at::Tensor>& ar
   at::Tensor out = at::zeros({B, n}, w.options());  // atomically accumulated
   const dim3 grid(blocks(n), (m + kSplit - 1) / kSplit);
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "cm_adj_seeded_cuda", [&] {
-    seeded_adj_kernel<scalar_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    seeded_adj_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, m, n, static_cast<uint64_t>(seed),
         static_cast<scalar_t>(scale), static_cast<int>(P));
   });
@@ -200,7 +201,7 @@ at::Tensor cm_adj_phase_cuda(const at::Tensor& g_, const at::Tensor& z_,
   const int64_t count = g.numel();
   at::Tensor w = new_output(z.sizes(), z.options());
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "cm_phase_cuda", [&] {
-    phase_kernel<scalar_t><<<blocks(count), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    phase_kernel<scalar_t><<<blocks(count), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         g.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), count);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -214,7 +215,7 @@ at::Tensor cm_materialize_cuda(int64_t seed, int64_t m, int64_t n, bool cplx, do
   at::Tensor a = new_output({P, m, n}, at::TensorOptions().dtype(dtype).device(at::kCUDA));
   AT_DISPATCH_FLOATING_TYPES(dtype, "cm_materialize_cuda", [&] {
     materialize_kernel<scalar_t><<<blocks(m * n), kThreads, 0,
-                                   at::cuda::getCurrentCUDAStream()>>>(
+                                   c10::cuda::getCurrentCUDAStream()>>>(
         a.data_ptr<scalar_t>(), m, n, static_cast<uint64_t>(seed), static_cast<scalar_t>(scale),
         P);
   });
@@ -231,7 +232,7 @@ std::tuple<at::Tensor, at::Tensor> cm_meas_cuda(const at::Tensor& x,
   const int64_t count = z.size(1) * z.size(2);
   at::Tensor y = new_output({z.size(1), z.size(2)}, z.options());
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "cm_mag_cuda", [&] {
-    magnitude_kernel<scalar_t><<<blocks(count), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    magnitude_kernel<scalar_t><<<blocks(count), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         z.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), count);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -1,7 +1,8 @@
 // Fourier features on CUDA: one thread per (k, pixel) for the forward; the
 // backward reduces per block into a partial buffer summed by ATen (deterministic).
 // Not compiled or tested on the machine it was written on (no GPU there).
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../ops.h"
@@ -76,7 +77,7 @@ at::Tensor ff_fwd_cuda(const at::Tensor& b_, int64_t H, int64_t W) {
   at::Tensor out = new_output({2 * K, H, W}, b.options());
   const dim3 grid((H * W + kThreads - 1) / kThreads, K);
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "ff_fwd_cuda", [&] {
-    ff_fwd_kernel<scalar_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    ff_fwd_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         b.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), K, H, W);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -95,7 +96,7 @@ at::Tensor ff_bwd_cuda(const at::Tensor& g_, const at::Tensor& b_, int64_t H, in
   const dim3 grid((H * W + kThreads - 1) / kThreads, K);
   at::Tensor part = new_output({K, static_cast<int64_t>(grid.x), 2}, b.options());
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "ff_bwd_cuda", [&] {
-    ff_bwd_kernel<scalar_t><<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    ff_bwd_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         g.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), part.data_ptr<scalar_t>(), K, H, W);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();

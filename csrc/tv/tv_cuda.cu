@@ -2,7 +2,8 @@
 // kernels/tv.py; per-block partial sums of the value are reduced by ATen.
 // Written to mirror the Triton kernel; not compiled or tested on the machine it
 // was written on (no GPU there).
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../ops.h"
@@ -100,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> tv_fwd_cuda(const at::Tensor& x_, double eps)
   at::Tensor grad = new_output(x.sizes(), x.options());
   at::Tensor part = new_output({B, C * grid.y * grid.x}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_fwd_cuda", [&] {
-    tv_fwd_kernel<scalar_t><<<grid, block, 0, at::cuda::getCurrentCUDAStream()>>>(
+    tv_fwd_kernel<scalar_t><<<grid, block, 0, c10::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), part.data_ptr<scalar_t>(), H, W,
         static_cast<scalar_t>(eps));
   });
@@ -120,7 +121,7 @@ at::Tensor tv_hvp_cuda(const at::Tensor& x_, const at::Tensor& v_, double eps) {
   const dim3 grid((W + kBX - 1) / kBX, (H + kBY - 1) / kBY, B * C);
   at::Tensor out = new_output(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_hvp_cuda", [&] {
-    tv_hvp_kernel<scalar_t><<<grid, block, 0, at::cuda::getCurrentCUDAStream()>>>(
+    tv_hvp_kernel<scalar_t><<<grid, block, 0, c10::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), H, W,
         static_cast<scalar_t>(eps));
   });

@@ -1,0 +1,86 @@
+"""Gaussian measurements forward+backward per backend at paper sizes.
+
+n = 128·128 per channel, 3 channels as the batch, m/n = 1/4 and 1/8; phase
+retrieval (complex, |Ax|) with A stored (dense) or generated in-kernel
+(seeded), and compressive sensing (real, Ax) seeded; stored real CS is plain
+torch matmul and is timed as the baseline for seeded real.
+
+pytest benchmarks/bench_cmeasure.py \
+    --benchmark-json=benchmarks/results/<date>-<device>-cmeasure.json
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.conftest import sync
+from benchmarks.kernel_bench import backend_cases, info, require, run
+from metadip import dispatch
+
+N = 128 * 128
+BATCH = 3
+RATIOS = {"1/4": 4, "1/8": 8}
+
+
+@pytest.mark.parametrize(("device", "backend"), backend_cases())
+@pytest.mark.parametrize("ratio", list(RATIOS))
+def test_phase_retrieval_dense(benchmark, device, backend, ratio):
+    require(device, backend)
+    m = N // RATIOS[ratio]
+    ar, ai = dispatch.seeded_gaussian(
+        0, m, N, device=device, backend="torch" if device == "cpu" else None
+    )
+    x = torch.rand(BATCH, N, device=device, requires_grad=True)
+    benchmark.group = f"cmeasure-complex-dense-{ratio}"
+    benchmark.extra_info.update(
+        info(device, backend, shape=[BATCH, m, N], dtype="float32", storage="dense")
+    )
+
+    def once():
+        dispatch.complex_measure(x, ar, ai, backend=backend).sum().backward()
+        sync(device)
+
+    # A is read twice (forward and backward), both planes, float32.
+    run(benchmark, once, device, 2 * 2 * m * N * 4, rounds=10)
+
+
+@pytest.mark.parametrize(("device", "backend"), backend_cases())
+@pytest.mark.parametrize("ratio", list(RATIOS))
+@pytest.mark.parametrize("cplx", [True, False], ids=["complex", "real"])
+def test_seeded(benchmark, device, backend, ratio, cplx):
+    require(device, backend)
+    if backend == "torch" and device == "cpu" and ratio == "1/4":
+        pytest.skip("the torch reference materializes A with numpy Philox: minutes per round")
+    m = N // RATIOS[ratio]
+    x = torch.rand(BATCH, N, device=device, requires_grad=True)
+    benchmark.group = f"cmeasure-{'complex' if cplx else 'real'}-seeded-{ratio}"
+    benchmark.extra_info.update(
+        info(device, backend, shape=[BATCH, m, N], dtype="float32", storage="seeded")
+    )
+
+    def once():
+        dispatch.seeded_measure(x, 0, m, complex=cplx, backend=backend).sum().backward()
+        sync(device)
+
+    # Seeded mode moves only x, y and gradients; bytes are reported for completeness.
+    run(benchmark, once, device, 4 * BATCH * (2 * N + 2 * m), rounds=3)
+
+
+@pytest.mark.parametrize("device", [c.values[0] for c in backend_cases() if c.values[1] == "torch"])
+@pytest.mark.parametrize("ratio", list(RATIOS))
+def test_compressive_sensing_dense_torch(benchmark, device, ratio):
+    """Stored real A: x @ Aᵀ and its backward, the baseline seeded real mode trades against."""
+    m = N // RATIOS[ratio]
+    a = torch.randn(m, N, device=device) / m**0.5
+    x = torch.rand(BATCH, N, device=device, requires_grad=True)
+    benchmark.group = f"cmeasure-real-seeded-{ratio}"
+    benchmark.extra_info.update(
+        info(device, "torch", shape=[BATCH, m, N], dtype="float32", storage="dense")
+    )
+
+    def once():
+        (x @ a.t()).sum().backward()
+        sync(device)
+
+    run(benchmark, once, device, 2 * m * N * 4, rounds=10)

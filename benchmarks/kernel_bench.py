@@ -1,0 +1,77 @@
+"""Shared pieces of bench_tv.py, bench_cmeasure.py and bench_fourier.py.
+
+Every case times forward+backward of one backend; the torch reference is one of
+the backends, so each group compares fused kernels with it directly. extra_info
+carries device, shape, dtype, versions, bytes moved, achieved GB/s and its
+fraction of the device's measured copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import pytest
+import torch
+
+from benchmarks.conftest import environment, sync
+from metadip import dispatch
+
+
+def backend_cases() -> list:
+    """(device, backend) pairs; Triton only on CUDA (its CPU interpreter is not worth timing)."""
+    cases = [pytest.param("cpu", b, id=f"cpu-{b}") for b in ("torch", "cpp")]
+    if torch.cuda.is_available():
+        cases += [
+            pytest.param("cuda", b, id=f"cuda-{b}", marks=pytest.mark.gpu)
+            for b in ("torch", "cpp", "triton")
+        ]
+    return cases
+
+
+def require(device: str, backend: str) -> None:
+    why = dispatch.unavailable_reason(backend, device)
+    if why:
+        pytest.skip(f"{backend} on {device}: {why}")
+
+
+@functools.cache
+def copy_bandwidth(device: str) -> float:
+    """Measured device copy bandwidth in GB/s (read + write of a 256 MiB buffer)."""
+    src = torch.empty(64 * 2**20, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    sync(device)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * src.element_size() / best / 1e9
+
+
+def info(device: str, backend: str, **extra) -> dict:
+    out = environment(device)
+    try:
+        import triton
+
+        out["triton"] = triton.__version__
+    except ImportError:
+        out["triton"] = None
+    out.update(backend=backend, copy_GBps=round(copy_bandwidth(device), 2), **extra)
+    return out
+
+
+def run(benchmark, fn, device: str, nbytes: int, rounds: int, **extra) -> None:
+    """Times fn (which must synchronize), then records achieved bandwidth."""
+    fn()  # warm-up: compile / probe / allocate outside the timing
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+    mean = benchmark.stats.stats.mean
+    gbps = nbytes / mean / 1e9
+    benchmark.extra_info.update(
+        bytes=nbytes,
+        GBps=round(gbps, 3),
+        fraction_of_copy_bw=round(gbps / copy_bandwidth(device), 4),
+        **extra,
+    )
