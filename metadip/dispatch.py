@@ -361,27 +361,34 @@ def seeded_gaussian(
 # ----------------------------------------------------------------------------- torch reference
 
 
-def _philox_ref(seed: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First two words of Philox4x32-10 at counter (cols, rows, 0, 0), key = seed (lo, hi)."""
+def _philox4x32_10(
+    c: tuple[np.ndarray, ...], k0: int, k1: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Philox4x32-10 on uint64 arrays holding 32-bit words (Salmon et al., Random123)."""
     mask = np.uint64(0xFFFFFFFF)
-    c0, c1 = np.broadcast_arrays(cols.astype(np.uint64), rows.astype(np.uint64))
-    c0, c1 = c0.copy(), c1.copy()
-    c2 = np.zeros_like(c0)
-    c3 = np.zeros_like(c0)
-    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64((seed >> 32) & 0xFFFFFFFF)
+    c0, c1, c2, c3 = (np.asarray(w, dtype=np.uint64) for w in c)
+    key0, key1 = np.uint64(k0), np.uint64(k1)
     # 32x32 -> 64-bit products fit uint64 exactly, so hi/lo words are shifts and masks.
     for _ in range(10):
         p0 = np.uint64(0xD2511F53) * c0
         p1 = np.uint64(0xCD9E8D57) * c2
         c0, c1, c2, c3 = (
-            (p1 >> np.uint64(32)) ^ c1 ^ k0,
+            (p1 >> np.uint64(32)) ^ c1 ^ key0,
             p1 & mask,
-            (p0 >> np.uint64(32)) ^ c3 ^ k1,
+            (p0 >> np.uint64(32)) ^ c3 ^ key1,
             p0 & mask,
         )
-        k0 = (k0 + np.uint64(0x9E3779B9)) & mask
-        k1 = (k1 + np.uint64(0xBB67AE85)) & mask
-    return c0, c1
+        key0 = (key0 + np.uint64(0x9E3779B9)) & mask
+        key1 = (key1 + np.uint64(0xBB67AE85)) & mask
+    return c0, c1, c2, c3
+
+
+def _philox_ref(seed: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First two words of Philox4x32-10 at counter (cols, rows, 0, 0), key = seed (lo, hi)."""
+    c0, c1 = np.broadcast_arrays(cols.astype(np.uint64), rows.astype(np.uint64))
+    zero = np.zeros_like(c0)
+    w = _philox4x32_10((c0, c1, zero, zero), seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
+    return w[0], w[1]
 
 
 def seeded_gaussian_ref(
