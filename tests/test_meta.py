@@ -10,8 +10,7 @@ import torch
 from metadip.init import MetaInit
 from metadip.meta import meta_gradient, meta_names, outer_loss
 from metadip.tasks import make_operator
-
-from .conftest import smooth_image, tiny_init
+from tests.conftest import smooth_image, tiny_init
 
 STEPS = 5
 SIZE = 16
