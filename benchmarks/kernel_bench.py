@@ -9,6 +9,7 @@ fraction of the device's measured copy bandwidth.
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import pytest
@@ -59,7 +60,13 @@ def info(device: str, backend: str, **extra) -> dict:
         out["triton"] = triton.__version__
     except ImportError:
         out["triton"] = None
-    out.update(backend=backend, copy_GBps=round(copy_bandwidth(device), 2), **extra)
+    # Load average: other processes on a shared CPU distort OpenMP timings, so record it.
+    out.update(
+        backend=backend,
+        copy_GBps=round(copy_bandwidth(device), 2),
+        load_avg_1m=round(os.getloadavg()[0], 2),
+        **extra,
+    )
     return out
 
 
