@@ -29,6 +29,7 @@ __all__ = [
     "complex_measure",
     "linear",
     "materialize",
+    "seeded_adjoint",
     "seeded_measure",
 ]
 
@@ -418,3 +419,10 @@ def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Te
     if cplx:
         return _Meas.apply(x, None, None, seed, m, scale)[0]
     return _Lin.apply(x, None, None, seed, m, False, scale)[0]
+
+
+def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
+    """``Aᵀ y`` for the real seeded A: ``(B, m)`` -> ``(B, n)``; twice differentiable."""
+    if y.dim() != 2:
+        raise ValueError(f"seeded_adjoint expects y of shape (B, m), got {tuple(y.shape)}")
+    return _Adj.apply(y[None], None, None, seed, n, scale)

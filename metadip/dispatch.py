@@ -37,6 +37,7 @@ __all__ = [
     "complex_measure",
     "default_scale",
     "fourier_features",
+    "seeded_adjoint",
     "seeded_gaussian",
     "seeded_gaussian_ref",
     "seeded_measure",
@@ -99,6 +100,10 @@ class _Torch:
         return x @ a[0].t()
 
     @staticmethod
+    def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
+        return y @ seeded_gaussian_ref(seed, y.shape[1], n, False, scale, y.dtype, y.device)[0]
+
+    @staticmethod
     def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
         return seeded_gaussian_ref(seed, m, n, cplx, scale, dtype, device)
 
@@ -137,6 +142,10 @@ class _Cpp:
         return ops.cm_lin(x, None, None, seed, m, False, scale)[0]
 
     @staticmethod
+    def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
+        return _Cpp._ops().cm_adj(y[None], None, None, seed, n, scale)
+
+    @staticmethod
     def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
         like = torch.empty(0, dtype=dtype, device=device)
         return _Cpp._ops().cm_materialize(seed, m, n, cplx, scale, like)
@@ -170,6 +179,10 @@ class _Triton:
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
         return _Triton._mod("cmeasure").seeded_measure(x, seed, m, cplx, scale)
+
+    @staticmethod
+    def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
+        return _Triton._mod("cmeasure").seeded_adjoint(y, seed, n, scale)
 
     @staticmethod
     def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
@@ -335,6 +348,22 @@ def seeded_measure(
     scale = default_scale(m, complex) if scale is None else float(scale)
     impl = _IMPL[backend_for("seeded_measure", x.device, backend)]
     return impl.seeded_measure(x, seed, m, complex, scale)
+
+
+def seeded_adjoint(
+    y: Tensor, seed: int, n: int, *, scale: float | None = None, backend: str | None = None
+) -> Tensor:
+    """``Aᵀ y`` for the real seeded A ``(m, n)``: ``(B, m)`` -> ``(B, n)``.
+
+    The adjoint of compressive sensing's ``seeded_measure(x, seed, m, complex=False)``;
+    twice differentiable, A never stored.
+    """
+    if y.dim() != 2:
+        raise ValueError(f"seeded_adjoint expects y of shape (B, m), got {tuple(y.shape)}")
+    _seed_args(seed, y.shape[1], n)
+    scale = default_scale(y.shape[1], False) if scale is None else float(scale)
+    impl = _IMPL[backend_for("seeded_measure", y.device, backend)]
+    return impl.seeded_adjoint(y, seed, n, scale)
 
 
 def seeded_gaussian(

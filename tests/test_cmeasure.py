@@ -228,6 +228,28 @@ def test_seeded_matrix_agrees_across_backends(device, backend):
         torch.testing.assert_close(a.cpu(), w, rtol=0, atol=1e-6 * 8 * scale)
 
 
+@pytest.mark.parametrize(("device", "backend"), CASES)
+def test_seeded_adjoint_is_the_transpose(device, backend):
+    """<A x, y> = <x, Aᵀ y>, Aᵀ y matches the reference, and it is twice differentiable."""
+    require(device, backend)
+    b, n, m, seed = 3, 131, 37, 21
+    x, y = randn(b, n, seed=15, device=device), randn(b, m, seed=16, device=device)
+    ax = dispatch.seeded_measure(x, seed, m, complex=False, backend=backend)
+    aty = dispatch.seeded_adjoint(y, seed, n, backend=backend)
+    torch.testing.assert_close((ax * y).sum(), (x * aty).sum(), rtol=1e-12, atol=1e-12)
+    a = dispatch.seeded_gaussian_ref(
+        seed, m, n, False, dispatch.default_scale(m, False), torch.float64, "cpu"
+    )[0]
+    torch.testing.assert_close(aty.cpu(), y.cpu() @ a, rtol=2e-5, atol=2e-5)
+    yy = y[:2, :5].clone().requires_grad_()
+
+    def fn(t):
+        return dispatch.seeded_adjoint(t, seed, 4, backend=backend)
+
+    assert gradcheck(fn, (yy,), fast_mode=True)
+    assert gradgradcheck(fn, (yy,), fast_mode=True)
+
+
 def test_seeded_arguments_are_validated():
     x = randn(2, 5, seed=0)
     with pytest.raises(ValueError, match="seed"):
