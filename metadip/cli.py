@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from metadip import io, train
+from metadip import evaluate, io, train
 from metadip.api import reconstruct
 from metadip.init import default_init_path
 from metadip.metrics import psnr, ssim
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output .png, .tif or .npy")
     r.set_defaults(func=cmd_reconstruct)
     train.add_parser(sub)
+    evaluate.add_parser(sub)
     return p
 
 

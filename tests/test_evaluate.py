@@ -1,0 +1,195 @@
+"""metadip eval: task parsing, one tiny end-to-end run (results, table, plots), resume,
+failing methods recorded in their cells."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metadip import evaluate, io
+from metadip.cli import main
+from metadip.init import MetaInit
+
+GRID = {"strength": (15.0, 40.0), "rho": (0.5,), "iters": (2, 4)}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three 48×48 photo crops: a train/validation split of 2 / 1 files."""
+    folder = tmp_path_factory.mktemp("images")
+    for name in ("astronaut", "coffee", "chelsea"):
+        io.save_image(folder / f"{name}.png", io.bundled_patch(name, 48))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory):
+    path = tmp_path_factory.mktemp("init") / "tiny.safetensors"
+    MetaInit.random(3, width=8, depth=2, steps=4, num_fourier=2, seed=0).save(path)
+    return path
+
+
+def _cfg(images, out, tiny_init, **kw):
+    base = dict(
+        tasks=["denoise:25", "cs:0.5"],
+        methods=["metadip", "admm-bm3d", "metasiren"],
+        images=str(images),
+        patches=2,
+        size=32,
+        out=str(out),
+        init=str(tiny_init),
+        steps=4,
+        tune_size=32,
+        denoiser="gaussian",
+        grid=GRID,
+        progress=False,
+    )
+    base.update(kw)
+    return evaluate.EvalConfig(**base)
+
+
+def test_parse_task():
+    t = evaluate.parse_task("denoise:15")
+    assert (t.task, t.sigma) == ("denoise", 15.0)
+    t = evaluate.parse_task("pr:0.125")
+    assert (t.task, t.ratio, t.sigma) == ("pr", 0.125, 25.0)
+    assert evaluate.parse_task("inpaint").ratio == evaluate.INPAINT_RATIO
+    for bad in ("denoise", "cs:2", "cs:abc", "sr:2", "blur:3"):
+        with pytest.raises(ValueError, match="task"):
+            evaluate.parse_task(bad)
+
+
+def test_same_measurement_for_every_method(images):
+    (name, x), *_ = evaluate.load_patches(images, 1, 32)
+    spec = evaluate.parse_task("cs:0.5")
+    seed = evaluate.cell_seed(name, spec.spec)
+    y1 = spec.operator(x.shape, seed).measure(x, torch.Generator().manual_seed(seed))
+    y2 = spec.operator(x.shape, seed).measure(x, torch.Generator().manual_seed(seed))
+    assert torch.equal(y1, y2)
+    assert evaluate.cell_seed(name, "cs:0.25") != seed
+
+
+def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path, monkeypatch):
+    cfg = _cfg(images, tmp_path, tiny_init)
+    logs: list[str] = []
+    rows = evaluate.run_eval(cfg, log=logs.append)
+    assert len(rows) == 2 * 2 * 3
+    by = {(r["patch"], r["task"], r["method"]): r for r in rows}
+    for patch in ("val00", "val01"):
+        ok = by[(patch, "denoise:25", "metadip")]
+        assert ok["status"] == "ok" and ok["steps"] == 4
+        assert ok["psnr"] > 0 and 0 < ok["ssim"] <= 1 and ok["seconds"] >= 0
+        assert [s for s, _ in ok["curve"]] == [1, 2, 3, 4]
+        assert ok["versions"]["torch"] == torch.__version__ and ok["device"].startswith("cpu")
+        # PnP-ADMM beats the back-projection it starts from on the tiny CS problem
+        admm = by[(patch, "cs:0.5", "admm-bm3d")]
+        assert admm["status"] == "ok" and admm["psnr"] > admm["psnr_input"]
+        assert admm["admm"]["iters"] in GRID["iters"]
+        assert by[(patch, "denoise:25", "admm-bm3d")]["status"] == "skipped"
+        # a failing method records its error in its cell and the run goes on
+        bad = by[(patch, "cs:0.5", "metasiren")]
+        assert bad["status"] == "error" and "--siren-init" in bad["error"]
+    tuning = json.loads((tmp_path / "admm_tuning.json").read_text())
+    (entry,) = tuning.values()
+    assert len(entry["cells"]) == 4 and entry["task"] == "cs:0.5"
+
+    table = (tmp_path / "table.md").read_text()
+    mean = sum(by[(p, "denoise:25", "metadip")]["psnr"] for p in ("val00", "val01")) / 2
+    assert f"{mean:.2f}" in table
+    assert "2 validation patch(es) of 32×32" in table
+    assert "| admm-bm3d | — | — |" in table and "error" in table and "--siren-init" in table
+    for name in ("convergence.png", "grid_denoise_25.png", "grid_cs_0p5.png"):
+        with Image.open(tmp_path / name) as im:
+            im.load()
+            assert im.size[0] > 32 and im.size[1] > 32
+
+    # Resume: finished cells are not run again; the failed ones are retried.
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    calls = []
+    real = evaluate.Runner.run
+
+    def counting(self, method, *a):
+        calls.append(method)
+        return real(self, method, *a)
+
+    monkeypatch.setattr(evaluate.Runner, "run", counting)
+    evaluate.run_eval(cfg, log=logs.append)
+    assert calls == ["metasiren"] * 4  # 2 patches x 2 tasks
+    after = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert after[: len(lines)] == lines and len(after) == len(lines) + 4
+    assert any("resuming: 8 finished" in m for m in logs)
+
+
+def test_missing_default_init_is_recorded(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        "metadip.init.default_init_path", lambda: tmp_path / "nowhere" / "default.safetensors"
+    )
+    cfg = _cfg(images, tmp_path, "default", methods=["metadip"], tasks=["denoise:25"], patches=1)
+    (row,) = evaluate.run_eval(cfg, log=lambda m: None)
+    assert row["status"] == "error" and "default initialization" in row["error"]
+    assert "error" in (tmp_path / "table.md").read_text()
+
+
+def test_cli_eval_and_report_only(images, tiny_init, tmp_path, capsys):
+    args = [
+        "eval",
+        "--tasks",
+        "denoise:25",
+        "--methods",
+        "metadip,deepinv-dip",
+        "--images",
+        str(images),
+        "--patches",
+        "1",
+        "--size",
+        "32",
+        "--init",
+        str(tiny_init),
+        "--steps",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    rows = evaluate.read_rows(tmp_path / "results.jsonl")
+    status = {r["method"]: r["status"] for r in rows}
+    try:
+        import deepinv  # noqa: F401
+
+        assert status["deepinv-dip"] in ("ok", "error")
+    except ImportError:
+        assert status["deepinv-dip"] == "skipped"
+        assert "deepinv is not installed" in capsys.readouterr().err
+    assert status["metadip"] == "ok"
+    (tmp_path / "table.md").unlink()
+    assert main([*args, "--report-only"]) == 0
+    assert "| metadip |" in (tmp_path / "table.md").read_text()
+    assert len(evaluate.read_rows(tmp_path / "results.jsonl")) == 2
+    assert main([*args[:2], "nope:1", *args[3:]]) == 2
+
+
+def test_plot_convergence_pillow(tmp_path):
+    rows = [
+        {"task": "cs:0.25", "method": "dip1000", "curve": [[1, 10.0], [10, 20.0], [1000, 28.0]]},
+        {"task": "cs:0.25", "method": "metadip", "curve": [[1, 18.0], [50, 27.5]]},
+        {"task": "denoise:25", "method": "metadip", "curve": [[1, 20.0], [50, 29.0]]},
+    ]
+    path = evaluate.plot_convergence(rows, tmp_path / "c.png")
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB")).reshape(-1, 3)
+        colours = {tuple(int(v) for v in px) for px in a}
+    assert evaluate.COLORS["dip1000"] in colours and evaluate.COLORS["metadip"] in colours
+    assert evaluate.plot_convergence([{"task": "x", "method": "bm3d"}], tmp_path / "n.png") is None
+
+
+def test_truncated_results_line_is_ignored(tmp_path):
+    good = {"patch": "val00", "task": "denoise:25", "method": "bm3d", "size": 32, "status": "ok"}
+    newer = dict(good, status="error")
+    (tmp_path / "r.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(newer) + '\n{"pat')
+    (row,) = evaluate.read_rows(tmp_path / "r.jsonl")
+    assert row["status"] == "error"  # the later row for a cell wins
