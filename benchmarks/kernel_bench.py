@@ -82,3 +82,47 @@ def run(benchmark, fn, device: str, nbytes: int, rounds: int, **extra) -> None:
         fraction_of_copy_bw=round(gbps / copy_bandwidth(device), 4),
         **extra,
     )
+
+
+def summarize(path: str) -> str:
+    """Markdown table: min / median / mean ms and torch's min over this min.
+
+    The minimum is the statistic least distorted by other load on a shared CPU.
+    """
+    import json
+    from pathlib import Path
+
+    data = json.loads(Path(path).read_text())
+    rows: dict[str, dict[str, dict]] = {}
+    for bench in data["benchmarks"]:
+        e = bench["extra_info"]
+        key = f"{e['backend']} ({e['storage']})" if "storage" in e else e["backend"]
+        rows.setdefault(bench["group"], {})[key] = {**bench["stats"], **e}
+    commit = data.get("commit_info", {})
+    lines = [
+        f"CPU kernel benchmarks, {data['datetime'][:16]} UTC, commit {commit.get('id', '?')[:10]}"
+        f"{' (dirty tree)' if commit.get('dirty') else ''}, "
+        f"{data['machine_info'].get('cpu', {}).get('brand_raw', '?')}",
+        "",
+        "| group | backend | min ms | median ms | mean ms | torch min / this min | load |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group, by_backend in rows.items():
+        for name, s in by_backend.items():
+            # Compare with torch in the same storage mode when there is one.
+            same = f"torch ({s['storage']})" if "storage" in s else "torch"
+            ref = by_backend.get(same) or next(
+                (v for k, v in by_backend.items() if k.startswith("torch")), None
+            )
+            ratio = f"{ref['min'] / s['min']:.2f}x" if ref else "-"
+            lines.append(
+                f"| {group} | {name} | {s['min'] * 1e3:.2f} | {s['median'] * 1e3:.2f} | "
+                f"{s['mean'] * 1e3:.2f} | {ratio} | {s.get('load_avg_1m', '?')} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summarize(sys.argv[1]))
