@@ -39,8 +39,8 @@ void same_device(const at::Tensor& a, const c10::optional<at::Tensor>& b, const 
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> tv_fwd(const at::Tensor& x, double eps) {
-  return MD_ROUTE(x, tv_fwd, x, eps);
+std::tuple<at::Tensor, at::Tensor> tv_fwd(const at::Tensor& x, double eps, bool with_grad) {
+  return MD_ROUTE(x, tv_fwd, x, eps, with_grad);
 }
 
 at::Tensor tv_hvp(const at::Tensor& x, const at::Tensor& v, double eps) {
@@ -112,7 +112,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.attr("has_cuda") = kHasCuda;
   mod.def("set_poison", &set_poison, "fill every output with NaN on allocation (tests)",
           py::arg("on"));
-  mod.def("tv_fwd", &tv_fwd, "TV value (B,) and gradient", py::arg("x"), py::arg("eps"));
+  mod.def("tv_fwd", &tv_fwd, "TV value (B,) and gradient (if with_grad)", py::arg("x"),
+          py::arg("eps"), py::arg("with_grad") = true);
   mod.def("tv_hvp", &tv_hvp, "TV Hessian-vector product", py::arg("x"), py::arg("v"),
           py::arg("eps"));
   mod.def("cm_lin", &cm_lin, "z = A x as (P, B, m)", py::arg("x"), py::arg("ar"), py::arg("ai"),

@@ -1,7 +1,8 @@
 // Declarations of the CPU and CUDA implementations bound in bindings.cpp.
 #pragma once
 
-#include <torch/extension.h>
+// ATen only (not torch/extension.h): the kernel files compile several times faster.
+#include <ATen/ATen.h>
 
 #include <limits>
 #include <tuple>
@@ -19,8 +20,8 @@ inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opt
   return t;
 }
 
-// tv: x (B,C,H,W) -> value (B,), gradient (B,C,H,W); hvp: H(x) v.
-std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x, double eps);
+// tv: x (B,C,H,W) -> value (B,), gradient (B,C,H,W) (empty unless with_grad); hvp: H(x) v.
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x, double eps, bool with_grad);
 at::Tensor tv_hvp_cpu(const at::Tensor& x, const at::Tensor& v, double eps);
 
 // Complex/real measurement. A is dense (ar, optional ai) or seeded (ar undefined).
@@ -47,7 +48,7 @@ at::Tensor ff_fwd_cpu(const at::Tensor& b, int64_t height, int64_t width);
 at::Tensor ff_bwd_cpu(const at::Tensor& g, const at::Tensor& b, int64_t height, int64_t width);
 
 #ifdef WITH_CUDA
-std::tuple<at::Tensor, at::Tensor> tv_fwd_cuda(const at::Tensor& x, double eps);
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cuda(const at::Tensor& x, double eps, bool with_grad);
 at::Tensor tv_hvp_cuda(const at::Tensor& x, const at::Tensor& v, double eps);
 at::Tensor cm_lin_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& ar,
                        const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,

@@ -76,14 +76,14 @@ def fourier_double_backward(
 if HAS_EXT:
 
     @torch.library.custom_op("metadip::tv_fwd", mutates_args=())
-    def tv_fwd(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-        """TV value ``(B,)`` and gradient ``(B,C,H,W)`` in one sweep."""
-        val, grad = _C.tv_fwd(x, eps)
+    def tv_fwd(x: Tensor, eps: float, with_grad: bool = True) -> tuple[Tensor, Tensor]:
+        """TV value ``(B,)`` and gradient ``(B,C,H,W)`` in one sweep (``(0,)`` if not with_grad)."""
+        val, grad = _C.tv_fwd(x, eps, with_grad)
         return val, grad
 
     @tv_fwd.register_fake
-    def _(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-        return x.new_empty(x.shape[0]), torch.empty_like(x)
+    def _(x: Tensor, eps: float, with_grad: bool = True) -> tuple[Tensor, Tensor]:
+        return x.new_empty(x.shape[0]), torch.empty_like(x) if with_grad else x.new_empty(0)
 
     @torch.library.custom_op("metadip::tv_hvp", mutates_args=())
     def tv_hvp(x: Tensor, v: Tensor, eps: float) -> Tensor:
@@ -95,7 +95,7 @@ if HAS_EXT:
         return torch.empty_like(x)
 
     def _tv_setup(ctx, inputs, output) -> None:
-        x, eps = inputs
+        x, eps = inputs[0], inputs[1]
         ctx.eps = eps
         ctx.save_for_backward(x, output[1])
         ctx.set_materialize_grads(False)
@@ -104,11 +104,15 @@ if HAS_EXT:
         x, grad = ctx.saved_tensors
         out = None
         if g_val is not None:
+            if grad.numel() != x.numel():
+                # Forward skipped the gradient (no grad was expected, e.g. under a
+                # functorch transform that hides requires_grad): recompute it.
+                grad = tv_fwd(x, ctx.eps, True)[1]
             out = g_val.view(-1, 1, 1, 1) * grad
         if g_grad is not None:
             h = tv_hvp(x, g_grad, ctx.eps)
             out = h if out is None else out + h
-        return out, None
+        return out, None, None
 
     tv_fwd.register_autograd(_tv_backward, setup_context=_tv_setup)
 

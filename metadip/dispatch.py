@@ -123,7 +123,8 @@ class _Cpp:
             raise ValueError(f"tv expects x of shape (B, C, H, W), got shape {tuple(x.shape)}")
         if eps <= 0:
             raise ValueError(f"tv needs eps > 0 to be differentiable everywhere, got {eps}")
-        return _Cpp._ops().tv_fwd(x, eps)[0]
+        with_grad = x.requires_grad and torch.is_grad_enabled()
+        return _Cpp._ops().tv_fwd(x, eps, with_grad)[0]
 
     @staticmethod
     def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:

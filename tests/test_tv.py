@@ -83,3 +83,24 @@ def test_third_order_is_refused_not_wrong(device, backend):
     (hv,) = torch.autograd.grad((gx * gx).sum(), x, create_graph=True)
     with pytest.raises((NotImplementedError, RuntimeError), match="third-order"):
         torch.autograd.grad(hv.sum(), x)
+
+
+@pytest.mark.parametrize(("device", "backend"), CASES)
+def test_value_only_forward(device, backend):
+    """Without autograd the fused forward may skip the gradient; the value must not change."""
+    require(device, backend)
+    x64 = randn(2, 3, 11, 13, seed=5)
+    with torch.no_grad():
+        got = dispatch.tv(x64.to(device), backend=backend)
+    close(got, tv_ref(x64), torch.float64)
+
+
+def test_cpp_gradient_recomputed_when_forward_skipped_it():
+    """If the C++ forward ran without the gradient, backward recomputes it instead of failing."""
+    require("cpu", "cpp")
+    from metadip import _ops
+
+    x = randn(1, 2, 5, 6, seed=6).requires_grad_()
+    (got,) = torch.autograd.grad(_ops.tv_fwd(x, 1e-6, False)[0].sum(), x)
+    (want,) = torch.autograd.grad(tv_ref(x, 1e-6).sum(), x)
+    close(got, want, torch.float64)

@@ -63,16 +63,17 @@ void check_x(const at::Tensor& x, double eps) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x_, double eps) {
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x_, double eps, bool with_grad) {
   check_x(x_, eps);
   const at::Tensor x = x_.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t P = B * C, nb = (H + kBand - 1) / kBand;
-  at::Tensor grad = new_output(x.sizes(), x.options());
+  // Value-only calls (no autograd) skip writing the gradient: a plain forward stays cheap.
+  at::Tensor grad = with_grad ? new_output(x.sizes(), x.options()) : at::empty({0}, x.options());
   at::Tensor part = new_output({B, C * nb}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_fwd_cpu", [&] {
     const scalar_t* xd = x.data_ptr<scalar_t>();
-    scalar_t* gd = grad.data_ptr<scalar_t>();
+    scalar_t* gd = with_grad ? grad.data_ptr<scalar_t>() : nullptr;
     double* pd = part.data_ptr<double>();
     const scalar_t e = static_cast<scalar_t>(eps);
 _Pragma("omp parallel")
@@ -82,8 +83,8 @@ _Pragma("omp for schedule(static)")
       for (int64_t t = 0; t < P * nb; ++t) {
         const int64_t p = t / nb, i0 = (t % nb) * kBand, i1 = std::min(H, i0 + kBand);
         const scalar_t* xp = xd + p * H * W;
-        scalar_t* gp = gd + p * H * W;
-        if (i0 > 0) {
+        scalar_t* gp = with_grad ? gd + p * H * W : nullptr;
+        if (with_grad && i0 > 0) {
           row_uv(xp, i0 - 1, H, W, e, up.data(), scratch.data());
         } else {
           std::fill(up.begin(), up.end(), scalar_t(0));
@@ -91,6 +92,7 @@ _Pragma("omp for schedule(static)")
         double acc = 0.0;
         for (int64_t i = i0; i < i1; ++i) {
           acc += row_uv(xp, i, H, W, e, cu.data(), cv.data());
+          if (!with_grad) continue;
           scalar_t* g = gp + i * W;
           for (int64_t j = 0; j < W; ++j) {
             g[j] = -(cu[j] + cv[j]) + up[j] + (j > 0 ? cv[j - 1] : scalar_t(0));

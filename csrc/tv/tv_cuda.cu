@@ -47,7 +47,7 @@ __global__ void tv_fwd_kernel(const T* __restrict__ x, T* __restrict__ grad, T* 
     const T s = sqrt(d[0] * d[0] + d[1] * d[1] + eps);
     const T su = sqrt(d[2] * d[2] + d[3] * d[3] + eps);
     const T sl = sqrt(d[4] * d[4] + d[5] * d[5] + eps);
-    grad[p * H * W + i * W + j] = -(d[0] + d[1]) / s + d[2] / su + d[5] / sl;
+    if (grad != nullptr) grad[p * H * W + i * W + j] = -(d[0] + d[1]) / s + d[2] / su + d[5] / sl;
     s_val = s;
   }
   const int t = threadIdx.y * kBX + threadIdx.x;
@@ -91,18 +91,19 @@ void check_x(const at::Tensor& x, double eps) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> tv_fwd_cuda(const at::Tensor& x_, double eps) {
+std::tuple<at::Tensor, at::Tensor> tv_fwd_cuda(const at::Tensor& x_, double eps, bool with_grad) {
   check_x(x_, eps);
   c10::cuda::CUDAGuard guard(x_.device());
   const at::Tensor x = x_.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const dim3 block(kBX, kBY);
   const dim3 grid((W + kBX - 1) / kBX, (H + kBY - 1) / kBY, B * C);
-  at::Tensor grad = new_output(x.sizes(), x.options());
+  at::Tensor grad = with_grad ? new_output(x.sizes(), x.options()) : at::empty({0}, x.options());
   at::Tensor part = new_output({B, C * grid.y * grid.x}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_fwd_cuda", [&] {
     tv_fwd_kernel<scalar_t><<<grid, block, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        x.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), part.data_ptr<scalar_t>(), H, W,
+        x.data_ptr<scalar_t>(), with_grad ? grad.data_ptr<scalar_t>() : nullptr,
+        part.data_ptr<scalar_t>(), H, W,
         static_cast<scalar_t>(eps));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
