@@ -15,43 +15,64 @@ namespace {
 
 constexpr int64_t kBand = 16;
 
-// u = dh/s, v = dw/s along row i; returns Σ s over the row.
-template <typename T>
-double row_uv(const T* xp, int64_t i, int64_t H, int64_t W, T eps, T* u, T* v) {
+// Σ s over row i and, when kUV, u = dh/s, v = dw/s. The interior columns run
+// branch-free (omp simd) and the last column, where dw = 0, is peeled off.
+template <typename T, bool kUV>
+T row_uv(const T* xp, int64_t i, int64_t H, int64_t W, T eps, T* u, T* v) {
   const T* r = xp + i * W;
-  const T* d = r + W;
-  const bool has_dn = i + 1 < H;
-  double acc = 0.0;
-  for (int64_t j = 0; j < W; ++j) {
-    const T dh = has_dn ? d[j] - r[j] : T(0);
-    const T dw = j + 1 < W ? r[j + 1] - r[j] : T(0);
+  // On the last row dh = 0: read row i itself instead of a row past the plane.
+  const T* d = r + (i + 1 < H ? W : 0);
+  const int64_t last = W - 1;
+  T acc = 0;
+  _Pragma("omp simd reduction(+ : acc)")
+  for (int64_t j = 0; j < last; ++j) {
+    const T dh = d[j] - r[j];
+    const T dw = r[j + 1] - r[j];
     const T s = std::sqrt(dh * dh + dw * dw + eps);
-    u[j] = dh / s;
-    v[j] = dw / s;
+    if (kUV) {
+      u[j] = dh / s;
+      v[j] = dw / s;
+    }
     acc += s;
   }
-  return acc;
+  const T dh = d[last] - r[last];
+  const T s = std::sqrt(dh * dh + eps);
+  if (kUV) {
+    u[last] = dh / s;
+    v[last] = T(0);
+  }
+  return acc + s;
 }
 
 // du, dv (directional derivatives of u, v along w) on row i.
 template <typename T>
 void row_duv(const T* xp, const T* wp, int64_t i, int64_t H, int64_t W, T eps, T* du, T* dv) {
   const T* r = xp + i * W;
-  const T* d = r + W;
   const T* q = wp + i * W;
-  const T* qd = q + W;
-  const bool has_dn = i + 1 < H;
+  // On the last row dh = eh = 0: read row i itself instead of a row past the plane.
+  const int64_t down = i + 1 < H ? W : 0;
+  const T* d = r + down;
+  const T* qd = q + down;
+  _Pragma("omp simd")
   for (int64_t j = 0; j < W; ++j) {
-    const bool rt = j + 1 < W;
-    const T dh = has_dn ? d[j] - r[j] : T(0);
-    const T dw = rt ? r[j + 1] - r[j] : T(0);
-    const T eh = has_dn ? qd[j] - q[j] : T(0);
-    const T ew = rt ? q[j + 1] - q[j] : T(0);
+    const int64_t jr = j + 1 < W ? j + 1 : j;  // dw = ew = 0 on the last column
+    const T dh = d[j] - r[j];
+    const T dw = r[jr] - r[j];
+    const T eh = qd[j] - q[j];
+    const T ew = q[jr] - q[j];
     const T s = std::sqrt(dh * dh + dw * dw + eps);
     const T k = (dh * eh + dw * ew) / (s * s * s);
     du[j] = eh / s - dh * k;
     dv[j] = ew / s - dw * k;
   }
+}
+
+// out[j] = -(u + v)[j] + u_up[j] + v[j-1], the divergence stencil shared by G and H·w.
+template <typename T>
+void row_div(const T* cu, const T* cv, const T* up, int64_t W, T* out) {
+  out[0] = -(cu[0] + cv[0]) + up[0];
+  _Pragma("omp simd")
+  for (int64_t j = 1; j < W; ++j) out[j] = -(cu[j] + cv[j]) + up[j] + cv[j - 1];
 }
 
 void check_x(const at::Tensor& x, double eps) {
@@ -84,20 +105,22 @@ _Pragma("omp for schedule(static)")
         const int64_t p = t / nb, i0 = (t % nb) * kBand, i1 = std::min(H, i0 + kBand);
         const scalar_t* xp = xd + p * H * W;
         scalar_t* gp = with_grad ? gd + p * H * W : nullptr;
-        if (with_grad && i0 > 0) {
-          row_uv(xp, i0 - 1, H, W, e, up.data(), scratch.data());
-        } else {
-          std::fill(up.begin(), up.end(), scalar_t(0));
-        }
         double acc = 0.0;
-        for (int64_t i = i0; i < i1; ++i) {
-          acc += row_uv(xp, i, H, W, e, cu.data(), cv.data());
-          if (!with_grad) continue;
-          scalar_t* g = gp + i * W;
-          for (int64_t j = 0; j < W; ++j) {
-            g[j] = -(cu[j] + cv[j]) + up[j] + (j > 0 ? cv[j - 1] : scalar_t(0));
+        if (!with_grad) {
+          for (int64_t i = i0; i < i1; ++i) {
+            acc += row_uv<scalar_t, false>(xp, i, H, W, e, nullptr, nullptr);
           }
-          std::swap(up, cu);
+        } else {
+          if (i0 > 0) {
+            row_uv<scalar_t, true>(xp, i0 - 1, H, W, e, up.data(), scratch.data());
+          } else {
+            std::fill(up.begin(), up.end(), scalar_t(0));
+          }
+          for (int64_t i = i0; i < i1; ++i) {
+            acc += row_uv<scalar_t, true>(xp, i, H, W, e, cu.data(), cv.data());
+            row_div(cu.data(), cv.data(), up.data(), W, gp + i * W);
+            std::swap(up, cu);
+          }
         }
         pd[t] = acc;
       }
@@ -136,10 +159,7 @@ _Pragma("omp for schedule(static)")
         }
         for (int64_t i = i0; i < i1; ++i) {
           row_duv(xp, vp, i, H, W, e, cu.data(), cv.data());
-          scalar_t* o = op + i * W;
-          for (int64_t j = 0; j < W; ++j) {
-            o[j] = -(cu[j] + cv[j]) + up[j] + (j > 0 ? cv[j - 1] : scalar_t(0));
-          }
+          row_div(cu.data(), cv.data(), up.data(), W, op + i * W);
           std::swap(up, cu);
         }
       }
