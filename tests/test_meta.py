@@ -59,6 +59,16 @@ def _assert_close(got: dict, ref: dict, tol: float = 1e-6) -> None:
         assert err <= tol * scale, f"{k}: relative error {err / scale:.2e}"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny problems: threads only add overhead, and on a busy shared CPU oversubscribed
+    # OpenMP threads made this module 10-20x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def reference() -> tuple:
     init, tasks = _init(), _tasks()

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -123,15 +125,31 @@ def test_short_run_outputs_and_init_loads_in_reconstruct(images, tmp_path):
     assert main(_args(images, out, outer_steps=4)) == 2
 
 
-def _spawn(args: list[str]) -> subprocess.Popen:
+def _default_sigint() -> None:
+    # A test runner started in the background (no job control) ignores SIGINT, and the
+    # child would inherit that; Python installs its KeyboardInterrupt handler only when
+    # SIGINT is not ignored at startup.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def _spawn(args: list[str]) -> Iterator[subprocess.Popen]:
+    """A training subprocess that is killed on the way out, whatever the test did."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "metadip.cli", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -150,10 +168,9 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     assert main(_args(images, ref, outer_steps=6)) == 0
 
     out = tmp_path / "killed"
-    proc = _spawn(_args(images, out, outer_steps=10_000))
-    _wait_for(out / "checkpoint.pt", proc)
-    proc.kill()
-    proc.wait()
+    with _spawn(_args(images, out, outer_steps=10_000)) as proc:
+        _wait_for(out / "checkpoint.pt", proc)
+        proc.kill()
     saved = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     assert saved >= 2 and saved % 2 == 0
     if saved >= 6:
@@ -182,12 +199,13 @@ def test_resume_rejects_changed_options(images, tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint(images, tmp_path):
     out = tmp_path / "interrupted"
-    proc = _spawn(_args(images, out, outer_steps=10_000, ckpt_every=1000))
-    _wait_for(out / "log.jsonl", proc)
-    while not any("loss" in r for r in _records(out)):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
+    with _spawn(_args(images, out, outer_steps=10_000, ckpt_every=1000)) as proc:
+        _wait_for(out / "log.jsonl", proc)
+        deadline = time.monotonic() + 120
+        while not any("loss" in r for r in _records(out)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
     step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     logged = max(r["step"] for r in _records(out) if "loss" in r)
     assert step >= 1 and logged - step <= 1  # at most the step in flight is lost
