@@ -7,6 +7,7 @@ rec = metadip.reconstruct(op.measure(x), op)   # rec.image: (3, 128, 128)
 
 from metadip.api import Reconstruction, reconstruct
 from metadip.init import MetaInit, load_init
+from metadip.meta import meta_gradient
 from metadip.metrics import psnr, ssim
 from metadip.operators import (
     Blur,
@@ -37,6 +38,7 @@ __all__ = [
     "SuperResolution",
     "as_operator",
     "load_init",
+    "meta_gradient",
     "psnr",
     "reconstruct",
     "ssim",
