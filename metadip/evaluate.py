@@ -648,6 +648,8 @@ def plot_convergence(rows: list[dict[str, Any]], path: str | Path) -> Path | Non
     if not curves:
         return None
     tasks = list(curves)
+    # One x range for every panel, so speeds compare across tasks.
+    x_top = math.log10(max(10, *(s for t in curves.values() for pts in t.values() for s in pts)))
     pw, ph, margin = 360, 260, 44
     cols = min(4, len(tasks))
     nrows = math.ceil(len(tasks) / cols)
@@ -660,9 +662,8 @@ def plot_convergence(rows: list[dict[str, Any]], path: str | Path) -> Path | Non
             m: sorted((s, float(np.mean(v))) for s, v in pts.items())
             for m, pts in curves[task].items()
         }
-        steps = [s for pts in series.values() for s, _ in pts]
         values = [v for pts in series.values() for _, v in pts]
-        x_lo, x_hi = 0.0, math.log10(max(max(steps), 10))
+        x_lo, x_hi = 0.0, x_top
         y_lo, y_hi = math.floor(min(values)) - 1, math.ceil(max(values)) + 1
         left, top, right, bottom = ox + margin, oy + 24, ox + pw - 12, oy + ph - margin + 8
 
