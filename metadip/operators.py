@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metadip import functional
+from metadip import dispatch, functional
 
 __all__ = [
     "Blur",
@@ -148,22 +148,66 @@ class Denoise(Operator):
         return y
 
 
+STORAGES = ("dense", "seeded")
+
+
 class _MatrixOperator(Operator):
-    """``y = A vec(x)``; with ``channelwise`` one A acts on every channel separately."""
+    """A Gaussian matrix acting on ``vec(x)``; with ``channelwise`` one A per channel.
+
+    ``m = round(ratio * n)`` with n = C·H·W (or H·W when ``channelwise``).
+    ``storage="dense"`` draws A with torch's CPU generator from ``seed`` and keeps
+    it; ``storage="seeded"`` never stores it: its entries come from Philox keyed by
+    (seed, row, column) inside the kernels (``metadip.dispatch``), so large images
+    need no O(mn) memory. Either way (shape, ratio, seed, storage, dtype) fixes A.
+    """
+
+    complex: bool = False
 
     def __init__(
         self,
-        in_shape: Shape,
-        m: int,
+        shape: Sequence[int],
+        ratio: float,
         sigma: float,
+        seed: int,
         channelwise: bool,
+        storage: str,
+        dtype: torch.dtype,
+        device: Any,
     ):
+        shape = _image_shape(shape)
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        self.ratio = _check_ratio(ratio)
+        self.seed = int(seed)
         self.channelwise = bool(channelwise)
-        c, h, w = in_shape
+        self.storage = storage
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        c, h, w = shape
         self.n = h * w if self.channelwise else c * h * w
-        self.m = int(m)
+        self.m = max(1, round(self.ratio * self.n))
         out = (c, self.m) if self.channelwise else (self.m,)
-        super().__init__(in_shape, out, sigma)
+        super().__init__(shape, out, sigma)
+        self._planes = self._draw() if storage == "dense" else None
+
+    def _draw(self) -> tuple[Tensor, ...]:
+        g = _generator(self.seed)
+        if not self.complex:
+            a = torch.randn(self.m, self.n, generator=g, dtype=self.dtype) / math.sqrt(self.m)
+            return (a.to(self.device),)
+        scale = 1.0 / math.sqrt(2 * self.m)
+        planes = [torch.randn(self.m, self.n, generator=g, dtype=self.dtype) for _ in range(2)]
+        return tuple((p * scale).to(self.device) for p in planes)
+
+    def planes(self) -> tuple[Tensor, ...]:
+        """A as real planes ``(m, n)``: ``(A,)`` or ``(a_real, a_imag)``; materialized
+        (O(mn) memory) in seeded storage."""
+        if self._planes is not None:
+            return self._planes
+        a = dispatch.seeded_gaussian(
+            self.seed, self.m, self.n, complex=self.complex, dtype=self.dtype, device=self.device
+        )
+        return a if self.complex else (a,)
 
     def _flat(self, x: Tensor) -> Tensor:
         return x.reshape(-1, self.n)  # (B*C, n) channelwise, else (B, n)
@@ -171,13 +215,21 @@ class _MatrixOperator(Operator):
     def _unflat_y(self, y: Tensor, batch: int) -> Tensor:
         return y.reshape(batch, *self.out_shape)
 
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> _MatrixOperator:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.dtype = dtype or self.dtype
+        new.device = torch.device(device) if device is not None else self.device
+        if self._planes is not None:
+            new._planes = tuple(p.to(device=device, dtype=dtype) for p in self._planes)
+        return new
+
 
 class CompressiveSensing(_MatrixOperator):
     """Compressive sensing ``y = A x + sigma e``, A with i.i.d. N(0, 1/m) entries.
 
-    ``m = round(ratio * n)`` with n = C·H·W (or H·W per channel when ``channelwise``).
-    A is drawn on the CPU from ``seed`` and then cast/moved, so it is rebuilt
-    bit-identically from (shape, ratio, seed, dtype, device).
+    See ``_MatrixOperator`` for ``m``, ``channelwise`` and ``storage``. Dense A is
+    ``op.A`` ``(m, n)``.
     """
 
     linear = True
@@ -191,37 +243,42 @@ class CompressiveSensing(_MatrixOperator):
         channelwise: bool = False,
         dtype: torch.dtype = torch.float32,
         device: Any = None,
+        storage: str = "dense",
     ):
-        shape = _image_shape(shape)
-        self.ratio = _check_ratio(ratio)
-        self.seed = int(seed)
-        c, h, w = shape
-        n = h * w if channelwise else c * h * w
-        super().__init__(shape, max(1, round(self.ratio * n)), sigma, channelwise)
-        g = _generator(self.seed)
-        a = torch.randn(self.m, self.n, generator=g, dtype=dtype) / math.sqrt(self.m)
-        self.A = a.to(device)
+        super().__init__(shape, ratio, sigma, seed, channelwise, storage, dtype, device)
+
+    @property
+    def A(self) -> Tensor:  # noqa: N802
+        """The matrix ``(m, n)`` (materialized in seeded storage)."""
+        return self.planes()[0]
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self._unflat_y(self._flat(x) @ self.A.t(), x.shape[0])
+        flat = self._flat(x)
+        if self.storage == "seeded":
+            y = dispatch.seeded_measure(flat, self.seed, self.m, complex=False)
+        else:
+            y = flat @ self.A.t()
+        return self._unflat_y(y, x.shape[0])
 
     def _adjoint(self, y: Tensor) -> Tensor:
-        return (y.reshape(-1, self.m) @ self.A).reshape(y.shape[0], *self.in_shape)
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> CompressiveSensing:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.A = self.A.to(device=device, dtype=dtype)
-        return new
+        flat = y.reshape(-1, self.m)
+        if self.storage == "seeded":
+            x = dispatch.seeded_adjoint(flat, self.seed, self.n)
+        else:
+            x = flat @ self.A
+        return x.reshape(y.shape[0], *self.in_shape)
 
 
 class PhaseRetrieval(_MatrixOperator):
     """Compressive phase retrieval ``y = |A x + e|``, A i.i.d. complex CN(0, 1/m).
 
-    Real and imaginary parts of A are N(0, 1/(2m)); the noise e is complex
-    Gaussian with ``E|e|^2 = sigma^2`` (each part N(0, sigma^2/2)). A is stored as
-    two real planes ``a_real``, ``a_imag`` of shape ``(m, n)``.
+    Real and imaginary parts of A are N(0, 1/(2m)), stored (dense) as planes
+    ``a_real``, ``a_imag`` ``(m, n)``; the noise e is complex Gaussian with
+    ``E|e|^2 = sigma^2`` (each part N(0, sigma^2/2)). See ``_MatrixOperator`` for
+    ``m``, ``channelwise`` and ``storage``.
     """
+
+    complex = True
 
     def __init__(
         self,
@@ -232,41 +289,40 @@ class PhaseRetrieval(_MatrixOperator):
         channelwise: bool = False,
         dtype: torch.dtype = torch.float32,
         device: Any = None,
+        storage: str = "dense",
     ):
-        shape = _image_shape(shape)
-        self.ratio = _check_ratio(ratio)
-        self.seed = int(seed)
-        c, h, w = shape
-        n = h * w if channelwise else c * h * w
-        super().__init__(shape, max(1, round(self.ratio * n)), sigma, channelwise)
-        g = _generator(self.seed)
-        scale = 1.0 / math.sqrt(2 * self.m)
-        self.a_real = (torch.randn(self.m, self.n, generator=g, dtype=dtype) * scale).to(device)
-        self.a_imag = (torch.randn(self.m, self.n, generator=g, dtype=dtype) * scale).to(device)
+        super().__init__(shape, ratio, sigma, seed, channelwise, storage, dtype, device)
+
+    @property
+    def a_real(self) -> Tensor:
+        return self.planes()[0]
+
+    @property
+    def a_imag(self) -> Tensor:
+        return self.planes()[1]
 
     def _forward(self, x: Tensor) -> Tensor:
-        y = functional.complex_measure(self._flat(x), self.a_real, self.a_imag)
+        flat = self._flat(x)
+        if self.storage == "seeded":
+            y = dispatch.seeded_measure(flat, self.seed, self.m, complex=True)
+        else:
+            y = functional.complex_measure(flat, *self.planes())
         return self._unflat_y(y, x.shape[0])
 
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``|A x + e|`` with complex Gaussian e (noise enters before the magnitude)."""
+        """``|A x + e|`` with complex Gaussian e (noise enters before the magnitude, so in
+        seeded storage this one call materializes A)."""
         xb, single = self._split(x, self.in_shape, "x")
         flat = self._flat(xb)
-        re = flat @ self.a_real.t()
-        im = flat @ self.a_imag.t()
+        a_real, a_imag = self.planes()
+        re = flat @ a_real.t()
+        im = flat @ a_imag.t()
         if self.sigma > 0:
             s = self.sigma / math.sqrt(2)
             re = re + s * _randn_like(re, generator)
             im = im + s * _randn_like(im, generator)
         y = self._unflat_y(torch.sqrt(re * re + im * im), xb.shape[0])
         return y[0] if single else y
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> PhaseRetrieval:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.a_real = self.a_real.to(device=device, dtype=dtype)
-        new.a_imag = self.a_imag.to(device=device, dtype=dtype)
-        return new
 
 
 class Inpainting(Operator):

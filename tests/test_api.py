@@ -176,3 +176,24 @@ def test_cuda_fit_matches_cpu_and_returns_the_callers_type():
     np.testing.assert_allclose(gpu.image, cpu.image, rtol=1e-6, atol=1e-8)
     t = torch.from_numpy(y).cuda()
     assert reconstruct(t, op, **FAST).image.device == t.device
+
+
+@pytest.mark.parametrize("cls", [CompressiveSensing, PhaseRetrieval])
+def test_seeded_operators_reconstruct_like_their_dense_twin(cls):
+    from metadip.functional import complex_measure_ref
+
+    seeded = cls((1, 8, 8), 0.5, seed=2, dtype=torch.float64, storage="seeded")
+    if cls is CompressiveSensing:
+        dense = metadip.LinearOperator.from_matrix(seeded.A, seeded.in_shape)
+    else:
+        planes = (seeded.a_real, seeded.a_imag)
+        dense = metadip.LinearOperator.from_callables(
+            lambda x: complex_measure_ref(x.reshape(x.shape[0], -1), *planes),
+            None,
+            seeded.in_shape,
+            seeded.out_shape,
+        )
+    y = seeded.forward(torch.rand(1, 8, 8, dtype=torch.float64))
+    a = reconstruct(y, seeded, **FAST).image
+    b = reconstruct(y, dense, **FAST).image
+    torch.testing.assert_close(a, b)

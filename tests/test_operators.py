@@ -211,3 +211,42 @@ def test_to_moves_and_casts():
     op = CompressiveSensing((1, 4, 4), 0.5, seed=0).to(dtype=F64)
     assert op.A.dtype == F64
     assert op.forward(torch.rand(1, 4, 4, dtype=F64)).dtype == F64
+
+
+@pytest.mark.parametrize("channelwise", [False, True])
+def test_seeded_cs_is_adjoint_and_matches_its_materialized_matrix(channelwise):
+    op = CompressiveSensing(
+        (2, 6, 7), 0.3, seed=9, channelwise=channelwise, dtype=F64, storage="seeded"
+    )
+    assert op._planes is None  # nothing O(mn) is kept
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, *op.in_shape, dtype=F64, generator=g)
+    y = torch.randn(3, *op.out_shape, dtype=F64, generator=g)
+    lhs, rhs = (op.forward(x) * y).sum(), (x * op.adjoint(y)).sum()
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+    a = op.A
+    assert a.shape == (op.m, op.n)
+    torch.testing.assert_close(op.forward(x).reshape(-1, op.m), x.reshape(-1, op.n) @ a.t())
+    again = CompressiveSensing(
+        (2, 6, 7), 0.3, seed=9, channelwise=channelwise, dtype=F64, storage="seeded"
+    )
+    assert torch.equal(again.forward(x), op.forward(x))
+    assert abs(float(a.var()) * op.m - 1) < 0.3
+
+
+def test_seeded_phase_retrieval_matches_its_materialized_matrix():
+    from metadip.functional import complex_measure_ref
+
+    op = PhaseRetrieval((1, 9, 8), 0.5, seed=4, dtype=F64, storage="seeded")
+    x = torch.rand(2, *op.in_shape, dtype=F64)
+    expected = complex_measure_ref(x.reshape(2, -1), op.a_real, op.a_imag)
+    torch.testing.assert_close(op.forward(x), expected)
+    y = op.measure(x, torch.Generator().manual_seed(0))
+    assert y.shape == (2, *op.out_shape) and (y >= 0).all()
+    moved = op.to(dtype=torch.float32)
+    assert moved.storage == "seeded" and moved.forward(x.float()).dtype == torch.float32
+
+
+def test_unknown_storage_is_an_error():
+    with pytest.raises(ValueError, match="storage"):
+        CompressiveSensing((1, 4, 4), 0.5, storage="sparse")
