@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
 import pytest
@@ -28,4 +29,6 @@ def environment(device: str) -> dict:
         "device_name": name or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        # The machine may be shared: the load average says how much to trust a CPU time.
+        "loadavg_1min": os.getloadavg()[0],
     }
