@@ -194,17 +194,9 @@ _IMPL = {"torch": _Torch, "cpp": _Cpp, "triton": _Triton}
 
 
 def _check_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:
-    if x.dim() != 2:
-        raise ValueError(f"complex_measure expects x of shape (B, n), got {tuple(x.shape)}")
-    if a_real.shape != a_imag.shape or a_real.dim() != 2:
-        raise ValueError(
-            "complex_measure expects a_real and a_imag of one shape (m, n), got "
-            f"{tuple(a_real.shape)} and {tuple(a_imag.shape)}"
-        )
-    if a_real.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"complex_measure: x has n={x.shape[1]} but A has n={a_real.shape[1]} columns"
-        )
+    from metadip.functional import check_measure_args
+
+    check_measure_args(x, a_real, a_imag)
 
 
 # ----------------------------------------------------------------------------- probing

@@ -47,12 +47,8 @@ def tv_ref(x: Tensor, eps: float = 1e-6) -> Tensor:
     return torch.sqrt(dh * dh + dw * dw + eps).sum(dim=(1, 2, 3))
 
 
-def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-    """Magnitude of a complex Gaussian measurement, ``|A x|``.
-
-    x: ``(B, n)`` real; A = a_real + i·a_imag with both planes ``(m, n)`` -> ``(B, m)``.
-    The gradient at ``|Ax| = 0`` is defined as 0.
-    """
+def check_measure_args(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:
+    """Raises ValueError unless x is ``(B, n)`` and both planes are ``(m, n)``."""
     if x.dim() != 2:
         raise ValueError(f"complex_measure expects x of shape (B, n), got {tuple(x.shape)}")
     if a_real.shape != a_imag.shape or a_real.dim() != 2:
@@ -64,6 +60,15 @@ def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
         raise ValueError(
             f"complex_measure: x has n={x.shape[1]} but A has n={a_real.shape[1]} columns"
         )
+
+
+def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
+    """Magnitude of a complex Gaussian measurement, ``|A x|``.
+
+    x: ``(B, n)`` real; A = a_real + i·a_imag with both planes ``(m, n)`` -> ``(B, m)``.
+    The gradient at ``|Ax| = 0`` is defined as 0.
+    """
+    check_measure_args(x, a_real, a_imag)
     re = x @ a_real.t()
     im = x @ a_imag.t()
     return _safe_sqrt(re * re + im * im)
