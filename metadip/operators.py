@@ -167,12 +167,12 @@ class _MatrixOperator(Operator):
         self,
         shape: Sequence[int],
         ratio: float,
-        sigma: float,
-        seed: int,
-        channelwise: bool,
-        storage: str,
-        dtype: torch.dtype,
-        device: Any,
+        sigma: float = 0.0,
+        seed: int = 0,
+        channelwise: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+        storage: str = "dense",
     ):
         shape = _image_shape(shape)
         if storage not in STORAGES:
@@ -234,19 +234,6 @@ class CompressiveSensing(_MatrixOperator):
 
     linear = True
 
-    def __init__(
-        self,
-        shape: Sequence[int],
-        ratio: float,
-        sigma: float = 0.0,
-        seed: int = 0,
-        channelwise: bool = False,
-        dtype: torch.dtype = torch.float32,
-        device: Any = None,
-        storage: str = "dense",
-    ):
-        super().__init__(shape, ratio, sigma, seed, channelwise, storage, dtype, device)
-
     @property
     def A(self) -> Tensor:  # noqa: N802
         """The matrix ``(m, n)`` (materialized in seeded storage)."""
@@ -279,19 +266,6 @@ class PhaseRetrieval(_MatrixOperator):
     """
 
     complex = True
-
-    def __init__(
-        self,
-        shape: Sequence[int],
-        ratio: float,
-        sigma: float = 0.0,
-        seed: int = 0,
-        channelwise: bool = False,
-        dtype: torch.dtype = torch.float32,
-        device: Any = None,
-        storage: str = "dense",
-    ):
-        super().__init__(shape, ratio, sigma, seed, channelwise, storage, dtype, device)
 
     @property
     def a_real(self) -> Tensor:
