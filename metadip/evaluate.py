@@ -296,7 +296,7 @@ class Runner:
         if path is None:
             raise FileNotFoundError(
                 "metasiren needs --siren-init PATH: an init file with a SIREN network "
-                "(network kind 'siren'), meta-trained like the default init; none was given"
+                "(network kind 'siren'), e.g. from `metadip train --network siren`; none was given"
             )
         init = MetaInit.load(path)
         if init.config.kind != "siren":

@@ -73,6 +73,7 @@ class TrainConfig:
     """Every option of ``metadip train`` (TOML keys and ``--flags`` have these names)."""
 
     # network
+    network: str = "skip"  # "skip" (DIP U-Net) or "siren" (MetaSIREN baseline)
     channels: int = 3
     width: int = 32
     depth: int = 4
@@ -123,6 +124,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if self.segment < 0:
             raise ValueError(f"segment must be >= 0 (0 = ⌈√steps⌉), got {self.segment}")
+        if self.network not in ("skip", "siren"):
+            raise ValueError(f"network must be 'skip' or 'siren', got {self.network!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.loss not in LOSSES:
@@ -335,6 +338,7 @@ def _initial(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         tv_weight=cfg.tv_weight,
         num_fourier=cfg.num_fourier,
         fourier_scale=cfg.fourier_scale,
+        kind=cfg.network,
         dtype=dtype,
     )
 
@@ -349,6 +353,7 @@ def _random_baseline(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         seed=cfg.seed,
         rule="adam",
         num_fourier=cfg.num_fourier,
+        kind=cfg.network,
         dtype=dtype,
     )
 
@@ -570,6 +575,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     helps = {
+        "network": "skip (DIP U-Net) or siren (coordinate network, for MetaSIREN)",
         "steps": "inner steps T",
         "segment": "steps per checkpointed segment (0: ceil(sqrt(T)))",
         "mode": "meta-gradient: " + " | ".join(MODES),

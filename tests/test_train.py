@@ -218,3 +218,17 @@ def test_plot_and_log_points(tmp_path):
         assert im.mode == "RGB"
     with pytest.raises(ValueError, match="non-empty"):
         plot_curves(tmp_path / "q.png", {"a": []})
+
+
+def test_siren_network_trains_a_metasiren_init(images, tmp_path, capsys):
+    out = tmp_path / "siren"
+    args = _args(images, out, outer_steps=2, network="siren", width=8, depth=2, inner_lr=0.01)
+    assert main(args) == 0
+    init = MetaInit.load(out / "init.safetensors")
+    assert init.config.kind == "siren" and init.metadata["outer_step"] == 2
+    x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = Denoise(x.shape, 0.1)
+    rec = reconstruct(op.measure(x), op, init=out / "init.safetensors")
+    assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
+    assert main(_args(images, tmp_path / "bad", network="unet")) == 2
+    assert "network must be 'skip' or 'siren'" in capsys.readouterr().err
