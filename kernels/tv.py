@@ -22,6 +22,16 @@ __all__ = ["tv", "tv_forward", "tv_hvp"]
 
 
 @triton.jit
+def _tile(H, W, n_tiles_w, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """This program's (plane, tile), its row/column indices and the plane's offset."""
+    plane = tl.program_id(0)
+    tile = tl.program_id(1)
+    i = ((tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H))[:, None]
+    j = ((tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
+    return plane, tile, i, j, plane.to(tl.int64) * H * W
+
+
+@triton.jit
 def _stencil(ptr, i, j, H, W, plane_off):
     """Loads the 7 neighbours the gradient stencil at (i, j) needs (0 outside the plane)."""
     inside = (i < H) & (j < W)
@@ -69,13 +79,7 @@ def _fwd(
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    plane = tl.program_id(0)
-    tile = tl.program_id(1)
-    th = tile // n_tiles_w
-    tw = tile % n_tiles_w
-    i = (th * BLOCK_H + tl.arange(0, BLOCK_H))[:, None]
-    j = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
-    plane_off = plane.to(tl.int64) * H * W
+    plane, tile, i, j, plane_off = _tile(H, W, n_tiles_w, BLOCK_H, BLOCK_W)
     c, d, r, u, ur, left, dl = _stencil(x_ptr, i, j, H, W, plane_off)
     dh, dw, dh_u, dw_u, dh_l, dw_l = _diffs(c, d, r, u, ur, left, dl, i, j, H, W)
     s = tl.sqrt(dh * dh + dw * dw + eps)
@@ -101,13 +105,7 @@ def _bwd(
     BLOCK_W: tl.constexpr,
 ):
     """Hessian–vector product H(x)·w, the kernel behind double backward."""
-    plane = tl.program_id(0)
-    tile = tl.program_id(1)
-    th = tile // n_tiles_w
-    tw = tile % n_tiles_w
-    i = (th * BLOCK_H + tl.arange(0, BLOCK_H))[:, None]
-    j = (tw * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
-    plane_off = plane.to(tl.int64) * H * W
+    plane, tile, i, j, plane_off = _tile(H, W, n_tiles_w, BLOCK_H, BLOCK_W)
     c, d, r, u, ur, left, dl = _stencil(x_ptr, i, j, H, W, plane_off)
     dh, dw, dh_u, dw_u, dh_l, dw_l = _diffs(c, d, r, u, ur, left, dl, i, j, H, W)
     wc, wd, wr, wu, wur, wl, wdl = _stencil(w_ptr, i, j, H, W, plane_off)
