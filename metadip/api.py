@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metadip import graphs
 from metadip.init import MetaInit, load_init
 from metadip.inner import StepInfo, fit, prepare
-from metadip.operators import Operator, as_operator
+from metadip.operators import Operator, Stacked, as_operator
 
 __all__ = ["Reconstruction", "reconstruct"]
 
@@ -30,6 +31,7 @@ class Reconstruction:
     loss at each step (one list per batch item for a batch). ``restored``: step
     indices where a non-finite or exploding loss made the fit go back to the last
     good parameters with half the step size (empty when that never happened).
+    ``graph``: whether the loop ran as a replayed CUDA graph.
     """
 
     image: Any
@@ -39,6 +41,7 @@ class Reconstruction:
     device: torch.device
     restored: list[int] | list[list[int]] = field(default_factory=list)
     init: str = ""
+    graph: bool = False
 
 
 def _as_tensor(y: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
@@ -104,6 +107,17 @@ def _check_y(y: Tensor, op: Operator) -> bool:
     return batched
 
 
+def _operator(op: Any, in_shape: Sequence[int] | None) -> Operator:
+    """A metadip operator; a list or tuple gives one operator per batch item."""
+    if isinstance(op, (list, tuple)):
+        return Stacked([as_operator(o, in_shape) for o in op])
+    return as_operator(op, in_shape)
+
+
+def _chunk(op: Operator, start: int, stop: int) -> Operator:
+    return Stacked(op.ops[start:stop]) if isinstance(op, Stacked) else op
+
+
 def reconstruct(
     y: Any,
     op: Any,
@@ -114,49 +128,79 @@ def reconstruct(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     in_shape: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    graph: bool | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
 ) -> Reconstruction:
     """Reconstructs x from ``y = op(x) + noise`` with a Deep Image Prior.
 
-    y: ``op.out_shape`` or a batch ``(B, *op.out_shape)`` (B independent problems
-    sharing ``op``); torch, NumPy or any ``__dlpack__`` array (e.g. CuPy).
-    op: a metadip operator, an object with ``.A``/``.A_adjoint`` (deepinv
-    Physics) or a callable; the last two need ``in_shape=(C, H, W)``.
+    y: ``op.out_shape`` or a batch ``(B, *op.out_shape)`` of B independent problems,
+    fitted by B networks at once (grouped convolutions; item b equals a fit of b
+    alone with the same seed); torch, NumPy or any ``__dlpack__`` array (e.g. CuPy).
+    op: a metadip operator (shared by the batch), a list of B operators (one per
+    item), an object with ``.A``/``.A_adjoint`` (deepinv Physics) or a callable;
+    the last two need ``in_shape=(C, H, W)``.
     init: ``"default"`` (the shipped meta-learned init), ``"random"`` (vanilla
     DIP: Adam, jitter, EMA), a file path or a ``MetaInit``.
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
     1000 for ``"random"``). seed: seeds the random init and the input jitter.
     device: where to fit (default: y's device). dtype: compute dtype.
-    callback: called with a ``StepInfo`` after every accepted step.
+    batch_size: problems fitted per pass (default: all B; lower it to save memory).
+    graph: capture the loop as a CUDA graph and replay it (None: on for CUDA when
+    no callback is given; True: required, an error says why if impossible).
+    callback: called with a ``StepInfo`` after every step in which a problem was
+    accepted; ``StepInfo.first`` is the index of the pass's first problem.
     """
     t, back = _as_tensor(y)
-    op = as_operator(op, in_shape)
+    op = _operator(op, in_shape)
     batched = _check_y(t, op)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if isinstance(op, Stacked) and (not batched or t.shape[0] != len(op.ops)):
+        got = tuple(t.shape[:1]) if batched else "no batch dimension"
+        raise ValueError(
+            f"{len(op.ops)} operators were given, one per item, so y must be a batch "
+            f"({len(op.ops)}, *{op.out_shape}); got {got}"
+        )
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     dev = torch.device(device) if device is not None else t.device
-    op = op.to(device=dev, dtype=dtype)
+    use_graph = _use_graph(graph, dev, callback)
+    op_dev = op.to(device=dev, dtype=dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed).to(device=dev, dtype=dtype)
     n_steps = meta.steps if steps is None else steps
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]
+    total = ys.shape[0]
+    per_pass = min(batch_size or total, total)
 
     start = time.perf_counter()
     results = []
-    for b in range(ys.shape[0]):
-        params, hyper = prepare(meta, op.in_shape, steps=n_steps, seed=seed)
-        desc = "reconstructing" if ys.shape[0] == 1 else f"reconstructing {b + 1}/{ys.shape[0]}"
+    for first in range(0, total, per_pass):
+        stop = min(first + per_pass, total)
+        part = _chunk(op_dev, first, stop)
+        if use_graph:
+            # The operator object itself is in the key (hashed by identity, kept alive).
+            key = (_init_key(init, seed), op, first, stop, n_steps, dtype, str(dev))
+            captured = graphs.cached_fit(key, meta, part, stop - first, n_steps, keep=init)
+            results.append(captured.run(ys[first:stop], seed))
+            continue
+        params, hyper = prepare(meta, op.in_shape, batch=stop - first, steps=n_steps, seed=seed)
+        desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"
+        cb = None if callback is None else _offset(callback, first)
         results.append(
             fit(
                 params,
-                ys[b : b + 1],
-                op,
+                ys[first:stop],
+                part,
                 hyper,
                 n_steps,
-                callback=callback,
+                callback=cb,
                 progress=progress,
                 desc=desc,
             )
@@ -166,8 +210,8 @@ def reconstruct(
     seconds = time.perf_counter() - start
 
     image = torch.cat([r.image for r in results])
-    losses: Any = [r.losses for r in results]
-    restored: Any = [r.restored for r in results]
+    losses: Any = [row for r in results for row in r.losses]
+    restored: Any = [row for r in results for row in r.restored]
     if not batched:
         image, losses, restored = image[0], losses[0], restored[0]
     return Reconstruction(
@@ -178,7 +222,35 @@ def reconstruct(
         device=dev,
         restored=restored,
         init=_describe(init, meta),
+        graph=use_graph,
     )
+
+
+def _use_graph(graph: bool | None, dev: torch.device, callback: Any) -> bool:
+    if graph not in (None, True, False):
+        raise TypeError(f"graph must be None, True or False, got {graph!r}")
+    if graph is False:
+        return False
+    reason = graphs.why_not(dev, callback)
+    if graph is True and reason:
+        raise RuntimeError(f"graph=True but the fit cannot be captured: {reason}")
+    return reason is None
+
+
+def _init_key(init: Any, seed: int) -> Any:
+    # A random init depends on the seed; a named or file init does not. A MetaInit is
+    # keyed by identity; the cache entry keeps it alive so the id is not reused.
+    if isinstance(init, MetaInit):
+        return id(init)
+    return (str(init), seed) if init == "random" else str(init)
+
+
+def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepInfo], None]:
+    def call(info: StepInfo) -> None:
+        info.first = first
+        callback(info)
+
+    return call
 
 
 def _describe(init: Any, meta: MetaInit) -> str:

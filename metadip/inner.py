@@ -7,13 +7,18 @@ through with ``hyper.create_graph=True``. There is exactly one implementation.
 
 Loss per image b (summed over the batch, so items stay independent):
 ``L_b = mean_i (op(x_b) - y_b)_i^2 + tv_weight * tv(x_b) / (C·H·W)`` with ``x = f_θ(z)``.
+
+A batch of B images is fitted either by one network (``groups = 1``: one set of
+parameters, the meta-training case) or by B independent networks in one pass
+(``groups = B``: every parameter stacked ``(B, *shape)``, the network run as
+grouped convolutions), which equals B separate fits.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,7 +30,21 @@ from metadip import functional
 from metadip.init import MetaInit
 from metadip.networks import NetConfig, build_network, coordinate_grid, network_input, noise_input
 
-__all__ = ["Hyper", "StepInfo", "fit", "init_state", "output", "prepare", "step"]
+__all__ = [
+    "FitResult",
+    "Hyper",
+    "StepInfo",
+    "Trace",
+    "data_loss",
+    "fit",
+    "init_state",
+    "item_losses",
+    "output",
+    "prepare",
+    "run_loop",
+    "finish",
+    "step",
+]
 
 Params = dict[str, Tensor]
 State = dict[str, Any]
@@ -42,6 +61,8 @@ class Hyper:
     ``fixed``: ``(B, C0, H, W)`` fixed input part (noise or coordinates);
     ``fourier_b``: ``(k, 2)`` frequencies or None; ``lr``: ``(T, P)`` learning
     rates per step and parameter tensor; ``momentum`` / ``tv_weight``: scalars.
+    ``groups``: 1, or B for B independent networks with parameters ``(B, *shape)``.
+    ``lr_scale``: a factor on every rate, a float or one per problem ``(B,)``.
     """
 
     net: nn.Module
@@ -57,7 +78,8 @@ class Hyper:
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     tv_eps: float = 1e-6
-    lr_scale: float = 1.0
+    lr_scale: float | Tensor = 1.0
+    groups: int = 1
     create_graph: bool = False
     generator: torch.Generator | None = None
     # First-order meta-gradients: keep the update's graph (θ, m, lr, momentum) but treat
@@ -69,24 +91,44 @@ def _net_input(hyper: Hyper, jitter: bool) -> Tensor:
     fixed = hyper.fixed
     if jitter and hyper.jitter > 0:
         g = hyper.generator
+        # One draw shared by the batch: item b sees the noise a fit of b alone would see.
         noise = torch.randn(
-            fixed.shape, generator=g, dtype=fixed.dtype, device=g.device if g else fixed.device
+            (1, *fixed.shape[1:]),
+            generator=g,
+            dtype=fixed.dtype,
+            device=g.device if g else fixed.device,
         )
         fixed = fixed + hyper.jitter * noise.to(fixed.device)
     return network_input(hyper.config, fixed, hyper.fourier_b)
 
 
+def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
+    """``f_θ(inp)``: ``(B, Cin, H, W) -> (B, C, H, W)``; with ``groups = B`` item b goes
+    through network b (stacked parameters flattened to grouped-convolution weights)."""
+    if hyper.groups == 1:
+        return functional_call(hyper.net, params, (inp,))
+    h, w = inp.shape[-2:]
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()}
+    out = functional_call(hyper.net, flat, (inp.reshape(1, -1, h, w),))
+    return out.view(hyper.groups, -1, h, w)
+
+
 def output(params: Params, hyper: Hyper) -> Tensor:
     """The network's image ``f_θ(z)``, ``(B, C, H, W)``, without input jitter."""
-    return functional_call(hyper.net, params, (_net_input(hyper, jitter=False),))
+    return _apply(params, hyper, _net_input(hyper, jitter=False))
 
 
-def data_loss(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
-    """Σ_b [mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)] (a scalar)."""
+def item_losses(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
+    """Per image b: ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``, ``(B,)``."""
     residual = op.forward(x) - y
     fit = residual.pow(2).flatten(1).mean(dim=1)
     reg = functional.tv(x, hyper.tv_eps) / x[0].numel()
-    return (fit + hyper.tv_weight * reg).sum()
+    return fit + hyper.tv_weight * reg
+
+
+def data_loss(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
+    """``Σ_b item_losses(x, y)_b``: a scalar whose gradient leaves the items independent."""
+    return item_losses(x, y, op, hyper).sum()
 
 
 def init_state(params: Params, hyper: Hyper) -> State:
@@ -101,7 +143,7 @@ def step(
     params: Params, state: State, y: Tensor, op: Any, hyper: Hyper, t: int
 ) -> tuple[Params, State, Tensor]:
     """One fitting step at step index ``t``; returns new params, new state and the loss
-    at the *incoming* params (detached).
+    of each image ``(B,)`` at the *incoming* params (detached).
 
     sgd:  m ← μ m + g;  θ ← θ − lr[t] m.
     adam: m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr[t] m̂ / (√v̂ + ε).
@@ -116,12 +158,12 @@ def step(
         else:
             leaves = [p.detach().requires_grad_() for p in params.values()]
         current = dict(zip(names, leaves, strict=True))
-        x = functional_call(hyper.net, current, (_net_input(hyper, jitter=True),))
-        loss = data_loss(x, y, op, hyper)
-        grads = torch.autograd.grad(loss, leaves, create_graph=second_order)
+        x = _apply(current, hyper, _net_input(hyper, jitter=True))
+        losses = item_losses(x, y, op, hyper)
+        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=second_order)
 
     row = min(t, hyper.lr.shape[0] - 1)
-    lrs = hyper.lr[row] * hyper.lr_scale
+    lrs = hyper.lr[row]
     new_params: Params = {}
     new_state: State = {"m": {}, "ema": state.get("ema")}
     if hyper.rule == "adam":
@@ -133,25 +175,38 @@ def step(
             p = p.detach()
         elif hyper.first_order:
             p = params[k]
+        lr = lrs[i] * _per_item(hyper.lr_scale, p, hyper.groups)
         if hyper.rule == "sgd":
             m = hyper.momentum * state["m"][k] + g
-            new_params[k] = p - lrs[i] * m
+            new_params[k] = p - lr * m
         else:
             m = b1 * state["m"][k] + (1 - b1) * g
             v = b2 * state["v"][k] + (1 - b2) * g * g
             new_state["v"][k] = v
-            new_params[k] = p - lrs[i] * (m / c1) / (torch.sqrt(v / c2) + hyper.adam_eps)
+            new_params[k] = p - lr * (m / c1) / (torch.sqrt(v / c2) + hyper.adam_eps)
         new_state["m"][k] = m
     if hyper.ema > 0:
         # Debiased like Adam's moments, so early steps do not dominate short fits.
         xo = x if hyper.create_graph else x.detach()
         prev = state["ema"]
-        acc, norm = (0.0, 0.0) if prev is None else prev
+        if prev is None:
+            prev = (torch.zeros_like(xo), xo.new_zeros(xo.shape[0], 1, 1, 1))
+        acc, norm = prev
         new_state["ema"] = (
             hyper.ema * acc + (1 - hyper.ema) * xo,
             hyper.ema * norm + (1 - hyper.ema),
         )
-    return new_params, new_state, loss.detach()
+    return new_params, new_state, losses.detach()
+
+
+def _per_item(value: float | Tensor, like: Tensor, groups: int) -> float | Tensor:
+    """A per-problem ``(B,)`` value shaped to broadcast against a parameter-like tensor:
+    along its stacked dim 0 for ``groups = B``, or as a scalar for one network."""
+    if not isinstance(value, Tensor):
+        return value
+    if groups == 1:
+        return value.reshape(())
+    return value.view(-1, *([1] * (like.dim() - 1)))
 
 
 def prepare(
@@ -165,8 +220,13 @@ def prepare(
 ) -> tuple[Params, Hyper]:
     """Initial parameters and the ``Hyper`` for images of ``in_shape`` ``(C, H, W)``.
 
-    Tensors live on ``init``'s device and dtype. ``seed`` drives the input jitter.
+    ``batch`` > 1: that many independent problems fitted in one pass, each from the
+    same initial weights (stacked ``(batch, *shape)``) and the same jitter stream, so
+    item b equals a fit of b alone. Tensors live on ``init``'s device and dtype.
+    ``seed`` drives the input jitter.
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
     c, h, w = in_shape
     cfg = init.config
     if cfg.out_channels != c:
@@ -175,7 +235,7 @@ def prepare(
             f"expects {c} channels (in_shape {tuple(in_shape)})"
         )
     with torch.device("meta"):
-        net = build_network(cfg)
+        net = build_network(cfg, groups=batch)
     if hasattr(net, "check_size"):
         net.check_size(h, w)
     dtype, device = init.dtype, init.device
@@ -199,37 +259,46 @@ def prepare(
         rule=init.rule,
         jitter=init.jitter,
         ema=init.ema,
+        groups=batch,
         create_graph=create_graph,
         generator=gen,
     )
     params = dict(init.weights)
+    if batch > 1:
+        params = {k: v.expand(batch, *v.shape).contiguous() for k, v in params.items()}
     return params, hyper
 
 
 @dataclass
 class StepInfo:
-    """What a callback sees after each accepted step."""
+    """What a callback sees after each step in which at least one problem was accepted.
+
+    ``loss``: the loss at the step's incoming parameters (the mean over a batch);
+    ``losses``: one per problem; ``first``: the index of the first problem of this
+    pass in the caller's batch (``reconstruct`` fits a batch in passes of ``batch_size``).
+    """
 
     step: int
     loss: float
     params: Params
     hyper: Hyper
+    losses: list[float] = field(default_factory=list)
+    first: int = 0
 
     def image(self) -> Tensor:
-        """The current image ``f_θ(z)`` (one extra forward pass; call only when needed)."""
+        """The current image ``f_θ(z)`` ``(B, C, H, W)`` (one extra forward pass; call
+        only when needed)."""
         with torch.no_grad():
             return output(self.params, self.hyper)
 
 
 @dataclass
 class FitResult:
+    """``image``: ``(B, C, H, W)``; ``losses`` / ``restored``: one list per problem."""
+
     image: Tensor
-    losses: list[float]
-    restored: list[int]
-
-
-def _finite(t: Tensor) -> bool:
-    return bool(torch.isfinite(t).all())
+    losses: list[list[float]]
+    restored: list[list[int]]
 
 
 def _result(params: Params, state: State, hyper: Hyper) -> Tensor:
@@ -238,6 +307,120 @@ def _result(params: Params, state: State, hyper: Hyper) -> Tensor:
         acc, norm = state["ema"]
         return acc / norm
     return output(params, hyper)
+
+
+def _select(take: Tensor, new: Any, old: Any, groups: int, batch_dim: bool = False) -> Any:
+    """Per problem, ``new`` where ``take`` ``(B,)`` is true and ``old`` elsewhere, through
+    the nesting of params / state (``old`` None stands for zeros). Parameter-like
+    tensors follow ``groups``; the output average always has the batch in dim 0."""
+    if isinstance(new, dict):
+        return {
+            k: _select(take, v, None if old is None else old[k], groups, batch_dim or k == "ema")
+            for k, v in new.items()
+        }
+    if isinstance(new, tuple):
+        olds = (None,) * len(new) if old is None else old
+        return tuple(_select(take, a, b, groups, batch_dim) for a, b in zip(new, olds, strict=True))
+    if new is None:
+        return old
+    if old is None:
+        old = torch.zeros_like(new)
+    mask = _per_item(take, new, new.shape[0] if batch_dim else groups)
+    return torch.where(mask, new, old)
+
+
+@dataclass
+class Trace:
+    """A finished loop on the device, before any host-side check: the final and the last
+    good parameters and state, and the ``(B, T)`` losses and restore flags."""
+
+    params: Params
+    state: State
+    good_params: Params
+    good_state: State
+    hyper: Hyper
+    losses: Tensor
+    bad: Tensor
+
+
+def run_loop(
+    params: Params,
+    y: Tensor,
+    op: Any,
+    hyper: Hyper,
+    steps: int,
+    *,
+    callback: Callable[[StepInfo], None] | None = None,
+    bar: Any = None,
+) -> Trace:
+    """The fitting loop with per-problem restores done on the device (``torch.where``):
+    no host synchronization unless ``callback`` or a progress ``bar`` is given, so it can
+    be captured in a CUDA graph."""
+    b = y.shape[0]
+    state = init_state(params, hyper)
+    good_params, good_state = params, state
+    last = y.new_full((b,), math.inf)
+    scale = y.new_ones(b)
+    hyper = replace(hyper, lr_scale=scale)
+    backtrack = BACKTRACK_FACTOR if hyper.rule == "adam" else math.inf
+    loss_rows: list[Tensor] = []
+    bad_rows: list[Tensor] = []
+    for t in range(steps):
+        new_params, new_state, loss = step(params, state, y, op, hyper, t)
+        bad = ~torch.isfinite(loss) | (loss > backtrack * last)
+        ok = ~bad
+        loss_rows.append(loss)
+        bad_rows.append(bad)
+        # Accepted problems move on (their incoming params become the last good ones);
+        # the others go back to their last good params with half the step size.
+        good_params = _select(ok, params, good_params, hyper.groups)
+        good_state = _select(ok, state, good_state, hyper.groups)
+        last = torch.where(ok, loss, last)
+        params = _select(ok, new_params, good_params, hyper.groups)
+        state = _select(ok, new_state, good_state, hyper.groups)
+        scale = torch.where(ok, scale, 0.5 * scale)
+        hyper = replace(hyper, lr_scale=scale)
+        if bar is not None:
+            bar.update(1)
+            if t % 10 == 9 or t == steps - 1:
+                bar.set_postfix(loss=f"{float(loss.mean()):.3e}")
+        if callback is not None:
+            values, flags = loss.tolist(), bad.tolist()
+            if not all(flags):
+                callback(StepInfo(t, sum(values) / b, params, hyper, values))
+    empty = y.new_zeros(b, 0)
+    return Trace(
+        params,
+        state,
+        good_params,
+        good_state,
+        hyper,
+        torch.stack(loss_rows, dim=1) if loss_rows else empty,
+        torch.stack(bad_rows, dim=1) if bad_rows else empty.bool(),
+    )
+
+
+def finish(trace: Trace, image: Tensor | None = None) -> FitResult:
+    """The host side of a fit: the image (the last good parameters' for a problem whose
+    final image is not finite), losses and restore steps as lists."""
+    with torch.no_grad():
+        if image is None:
+            image = _result(trace.params, trace.state, trace.hyper)
+        finite = torch.isfinite(image).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            fallback = _result(trace.good_params, trace.good_state, trace.hyper)
+            image = torch.where(finite.view(-1, 1, 1, 1), image, fallback)
+        if not bool(torch.isfinite(image).all()):
+            raise FloatingPointError(
+                "fitting produced no finite image even from the last good parameters; "
+                "check the operator and the measurement scale"
+            )
+    steps = trace.losses.shape[1]
+    restored = [[t for t, f in enumerate(row) if f] for row in trace.bad.tolist()]
+    for i, ok in enumerate(finite.tolist()):
+        if not ok:
+            restored[i].append(steps)
+    return FitResult(image.detach(), trace.losses.tolist(), restored)
 
 
 def fit(
@@ -251,39 +434,22 @@ def fit(
     progress: bool = False,
     desc: str = "fitting",
 ) -> FitResult:
-    """Runs ``steps`` steps from ``params``. A non-finite loss (or, for vanilla DIP, a
-    loss jump over 5 dB) restores the last good parameters and halves the step size;
-    the step indices where that happened are in ``restored``."""
-    state = init_state(params, hyper)
-    good = (params, state)
-    last = math.inf
-    losses: list[float] = []
-    restored: list[int] = []
-    backtrack = BACKTRACK_FACTOR if hyper.rule == "adam" else math.inf
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for t in bar:
-        new_params, new_state, loss = step(params, state, y, op, hyper, t)
-        value = float(loss)
-        losses.append(value)
-        if not math.isfinite(value) or value > backtrack * last:
-            params, state = good
-            hyper = replace(hyper, lr_scale=hyper.lr_scale * 0.5)
-            restored.append(t)
-            continue
-        good, last = (params, state), value
-        params, state = new_params, new_state
-        if progress:
-            bar.set_postfix(loss=f"{value:.3e}")
-        if callback is not None:
-            callback(StepInfo(t, value, params, hyper))
-    with torch.no_grad():
-        image = _result(params, state, hyper)
-        if not _finite(image):
-            image = _result(*good, hyper)
-            restored.append(steps)
-        if not _finite(image):
-            raise FloatingPointError(
-                "fitting produced no finite image even from the last good parameters; "
-                "check the operator and the measurement scale"
-            )
-    return FitResult(image.detach(), losses, restored)
+    """Runs ``steps`` steps from ``params`` on ``y`` ``(B, *out_shape)``.
+
+    A non-finite loss (or, for vanilla DIP, a loss jump over 5 dB) sends that problem
+    back to its last good parameters with half the step size; the step indices where
+    that happened are in ``restored``.
+    """
+    b = y.shape[0]
+    if hyper.groups not in (1, b) or (hyper.groups == 1 and b != 1):
+        raise ValueError(
+            f"y holds {b} problems but the parameters are for {hyper.groups}; "
+            "use prepare(..., batch=B) for B problems"
+        )
+    bar = tqdm(total=steps, desc=desc, leave=False) if progress else None
+    try:
+        trace = run_loop(params, y, op, hyper, steps, callback=callback, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return finish(trace)

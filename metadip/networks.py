@@ -84,11 +84,21 @@ class Norm(nn.Module):
         return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
-def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+def _conv_block(
+    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     pad = (kernel - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, padding_mode="reflect"),
-        Norm(cout),
+        nn.Conv2d(
+            cin * groups,
+            cout * groups,
+            kernel,
+            stride=stride,
+            padding=pad,
+            padding_mode="reflect",
+            groups=groups,
+        ),
+        Norm(cout * groups),
         nn.LeakyReLU(0.2),
     )
 
@@ -98,31 +108,49 @@ class SkipNet(nn.Module):
 
     Works for any H, W with ``H, W >= 2**depth`` (odd sizes included): each
     upsampling goes back to the exact size of the level above.
+
+    ``groups = G > 1`` holds G independent networks side by side as grouped
+    convolutions: input ``(1, G·Cin, H, W)``, output ``(1, G·Cout, H, W)``, and each
+    parameter is G copies stacked along dim 0 (``(G·Cout, Cin, k, k)`` for a weight).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, width: int = 128, depth: int = 5, skip: int = 4
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int = 128,
+        depth: int = 5,
+        skip: int = 4,
+        groups: int = 1,
     ):
         super().__init__()
         self.depth = depth
+        self.groups = groups
         self.skip_branch = nn.ModuleList()
         self.down = nn.ModuleList()
         self.merge_norm = nn.ModuleList()
         self.up = nn.ModuleList()
         cin = in_channels
         for _ in range(depth):
-            self.skip_branch.append(_conv_block(cin, skip, 1) if skip > 0 else nn.Identity())
+            self.skip_branch.append(
+                _conv_block(cin, skip, 1, groups=groups) if skip > 0 else nn.Identity()
+            )
             self.down.append(
-                nn.Sequential(_conv_block(cin, width, 3, 2), _conv_block(width, width, 3))
+                nn.Sequential(
+                    _conv_block(cin, width, 3, 2, groups), _conv_block(width, width, 3, 1, groups)
+                )
             )
             merged = skip + width
-            self.merge_norm.append(Norm(merged))
+            self.merge_norm.append(Norm(merged * groups))
             self.up.append(
-                nn.Sequential(_conv_block(merged, width, 3), _conv_block(width, width, 1))
+                nn.Sequential(
+                    _conv_block(merged, width, 3, 1, groups),
+                    _conv_block(width, width, 1, 1, groups),
+                )
             )
             cin = width
         self.skip = skip
-        self.out = nn.Conv2d(width, out_channels, 1)
+        self.out = nn.Conv2d(width * groups, out_channels * groups, 1, groups=groups)
 
     def check_size(self, height: int, width: int) -> None:
         """Raises if the image is too small for ``depth`` reflection-padded downsamplings."""
@@ -147,14 +175,26 @@ class SkipNet(nn.Module):
         if i + 1 < self.depth:
             d = self._level(i + 1, d)
         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        h = torch.cat([self.skip_branch[i](x), d], dim=1) if self.skip > 0 else d
+        h = _group_cat(self.skip_branch[i](x), d, self.groups) if self.skip > 0 else d
         return self.up[i](self.merge_norm[i](h))
+
+
+def _group_cat(a: Tensor, b: Tensor, groups: int) -> Tensor:
+    """Channel concatenation within each of ``groups`` channel groups."""
+    if groups == 1:
+        return torch.cat([a, b], dim=1)
+    n, _, h, w = a.shape
+    return torch.cat([a.view(n, groups, -1, h, w), b.view(n, groups, -1, h, w)], dim=2).view(
+        n, -1, h, w
+    )
 
 
 class Siren(nn.Module):
     """Sine MLP on pixel coordinates (SIREN): ``(B, Cin, H, W) -> (B, Cout, H, W)``.
 
     ``h_{l+1} = sin(w0 · (W_l h_l + b_l))`` with the SIREN initialization; a linear last layer.
+    ``groups = G > 1``: G independent networks as 1×1 grouped convolutions, input
+    ``(1, G·Cin, H, W)``, parameters stacked along dim 0 (``(G·out, in)``), as in ``SkipNet``.
     """
 
     def __init__(
@@ -164,14 +204,16 @@ class Siren(nn.Module):
         width: int = 256,
         depth: int = 3,
         w0: float = 30.0,
+        groups: int = 1,
     ):
         super().__init__()
         self.w0 = w0
+        self.groups = groups
         dims = [in_channels] + [width] * depth
         self.hidden = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
+            nn.Linear(a, b * groups) for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
-        self.out = nn.Linear(width, out_channels)
+        self.out = nn.Linear(width, out_channels * groups)
         with torch.no_grad():
             for i, layer in enumerate(self.hidden):
                 bound = 1.0 / layer.in_features if i == 0 else math.sqrt(6 / layer.in_features) / w0
@@ -180,20 +222,39 @@ class Siren(nn.Module):
             self.out.weight.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.groups > 1:
+            h = x
+            for layer in self.hidden:
+                h = torch.sin(self.w0 * self._grouped(layer, h))
+            return self._grouped(self.out, h)
         h = x.permute(0, 2, 3, 1)
         for layer in self.hidden:
             h = torch.sin(self.w0 * layer(h))
         return self.out(h).permute(0, 3, 1, 2)
 
+    def _grouped(self, layer: nn.Linear, h: Tensor) -> Tensor:
+        return F.conv2d(h, layer.weight[:, :, None, None], layer.bias, groups=self.groups)
 
-def build_network(config: NetConfig) -> nn.Module:
-    """The architecture for ``config`` with torch's default (global-RNG) initialization."""
+
+def build_network(config: NetConfig, groups: int = 1) -> nn.Module:
+    """The architecture for ``config`` with torch's default (global-RNG) initialization;
+    ``groups`` independent copies side by side (see ``SkipNet``)."""
     if config.kind == "siren":
         return Siren(
-            config.in_channels, config.out_channels, config.width, config.depth, config.siren_w0
+            config.in_channels,
+            config.out_channels,
+            config.width,
+            config.depth,
+            config.siren_w0,
+            groups,
         )
     return SkipNet(
-        config.in_channels, config.out_channels, config.width, config.depth, config.skip_channels
+        config.in_channels,
+        config.out_channels,
+        config.width,
+        config.depth,
+        config.skip_channels,
+        groups,
     )
 
 
@@ -218,10 +279,10 @@ def network_input(
     fixed: Tensor,
     fourier_b: Tensor | None,
 ) -> Tensor:
-    """Network input ``(1, Cin, H, W)``: the fixed part (noise or coordinates) plus
-    ``fourier_features(fourier_b, H, W)`` when the config uses them."""
+    """Network input ``(B, Cin, H, W)``: the fixed part ``(B, C0, H, W)`` (noise or
+    coordinates) plus ``fourier_features(fourier_b, H, W)`` when the config uses them."""
     if config.num_fourier == 0 or fourier_b is None:
         return fixed
-    h, w = fixed.shape[-2:]
-    ff = functional.fourier_features(fourier_b, h, w)[None]
+    b, _, h, w = fixed.shape
+    ff = functional.fourier_features(fourier_b, h, w)[None].expand(b, -1, -1, -1)
     return torch.cat([fixed, ff.to(fixed.dtype)], dim=1)

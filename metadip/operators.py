@@ -30,6 +30,7 @@ __all__ = [
     "Operator",
     "PhaseRetrieval",
     "PhysicsAdapter",
+    "Stacked",
     "SuperResolution",
     "as_operator",
 ]
@@ -545,6 +546,60 @@ class PhysicsAdapter(Operator):
 
     def _adjoint(self, y: Tensor) -> Tensor:
         return self.physics.A_adjoint(y)
+
+
+class Stacked(Operator):
+    """One operator per batch item: ``forward(x)[b] = ops[b].forward(x[b])``.
+
+    Every operator must have the same ``in_shape`` and ``out_shape``; inputs must be
+    batches ``(len(ops), *in_shape)`` (a different batch size is an error).
+    """
+
+    def __init__(self, ops: Sequence[Operator]):
+        ops = list(ops)
+        if not ops:
+            raise ValueError("Stacked needs at least one operator, got none")
+        bad = [o for o in ops if not isinstance(o, Operator)]
+        if bad:
+            raise TypeError(f"Stacked takes metadip Operators, got {type(bad[0]).__name__}")
+        first = ops[0]
+        for i, o in enumerate(ops):
+            if (o.in_shape, o.out_shape) != (first.in_shape, first.out_shape):
+                raise ValueError(
+                    f"operator {i} maps {o.in_shape} -> {o.out_shape} but operator 0 maps "
+                    f"{first.in_shape} -> {first.out_shape}; stacked operators must agree"
+                )
+        self.ops = ops
+        self.linear = all(o.linear for o in ops)
+        super().__init__(first.in_shape, first.out_shape, max(o.sigma for o in ops))
+
+    def _items(self, t: Tensor, what: str) -> None:
+        if t.shape[0] != len(self.ops):
+            raise ValueError(
+                f"Stacked holds {len(self.ops)} operators but {what} has batch size "
+                f"{t.shape[0]}; pass one item per operator"
+            )
+
+    def _forward(self, x: Tensor) -> Tensor:
+        self._items(x, "x")
+        return torch.cat([o.forward(x[i : i + 1]) for i, o in enumerate(self.ops)])
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        self._items(y, "y")
+        return torch.cat([o.adjoint(y[i : i + 1]) for i, o in enumerate(self.ops)])
+
+    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Each item measured by its own operator (its own noise model)."""
+        xb, single = self._split(x, self.in_shape, "x")
+        self._items(xb, "x")
+        y = torch.cat([o.measure(xb[i : i + 1], generator) for i, o in enumerate(self.ops)])
+        return y[0] if single else y
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Stacked:
+        return Stacked([o.to(device=device, dtype=dtype) for o in self.ops])
+
+    def __repr__(self) -> str:
+        return f"Stacked({len(self.ops)} x {self.ops[0]!r})"
 
 
 def as_operator(op: Any, in_shape: Sequence[int] | None = None) -> Operator:

@@ -89,6 +89,8 @@ class TrainConfig:
     segment: int = 0  # 0: ⌈√steps⌉
     loss: str = "l2"
     frozen: list[str] = field(default_factory=list)
+    # warm start: an init file (same network) whose weights and hyper-parameters start training
+    init_from: str = ""
     # outer loop
     outer_steps: int = 300
     meta_batch: int = 4
@@ -343,6 +345,24 @@ def _initial(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
     )
 
 
+def _warm_start(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
+    """The init in ``cfg.init_from``, resized to ``cfg.steps`` inner steps; its network must
+    be the configured one (a fine-tune, e.g. at a larger patch size or longer horizon)."""
+    loaded = MetaInit.load(cfg.init_from)
+    want = _initial(cfg, dtype).config
+    if loaded.config != want:
+        raise ValueError(
+            f"init_from {cfg.init_from}: network {loaded.config.to_dict()} differs from the "
+            f"configured {want.to_dict()}"
+        )
+    if loaded.rule != "sgd" or loaded.ema > 0 or loaded.jitter > 0:
+        raise ValueError(
+            f"init_from {cfg.init_from}: meta-training needs an SGD init without jitter or EMA, "
+            f"got rule {loaded.rule!r}, jitter {loaded.jitter}, ema {loaded.ema}"
+        )
+    return replace(loaded.with_steps(cfg.steps), metadata={}).to(dtype=dtype)
+
+
 def _random_baseline(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
     """Vanilla DIP on the same architecture: random weights, Adam 0.01, jitter, EMA."""
     return MetaInit.random(
@@ -432,7 +452,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     task_sampler = TaskSampler(cfg.tasks, tuple(cfg.sigma), tuple(cfg.ratio))
     val_tasks = _val_tasks(cfg, val_images or train_images, dtype, device)
 
-    init = _initial(cfg, dtype).to(device)
+    init = (_warm_start(cfg, dtype) if cfg.init_from else _initial(cfg, dtype)).to(device)
     names = [n for n in init.tensors() if n != "fourier_basis"]
     tensors = {n: t.detach().clone().to(device) for n, t in init.tensors().items() if n in names}
     if ckpt is not None:
@@ -593,6 +613,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "plot_steps": "inner steps shown in the convergence plot",
         "out": "output folder",
         "threads": "torch CPU threads (0: default)",
+        "init_from": "start from this init file (same network) instead of a random one",
     }
     defaults = TrainConfig()
     for f in fields(TrainConfig):

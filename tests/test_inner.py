@@ -113,9 +113,9 @@ def test_non_finite_loss_restores_and_halves_step():
     op = LinearOperator.from_callables(flaky.forward, None, (1, 8, 8), (1, 8, 8))
     params, hyper = prepare(init, op.in_shape)
     res = fit(params, x[None], op, hyper, 6)
-    assert res.restored == [2]
-    assert math.isnan(res.losses[2]) and all(
-        math.isfinite(v) for i, v in enumerate(res.losses) if i != 2
+    assert res.restored == [[2]]
+    assert math.isnan(res.losses[0][2]) and all(
+        math.isfinite(v) for i, v in enumerate(res.losses[0]) if i != 2
     )
     assert torch.isfinite(res.image).all()
 
@@ -126,7 +126,7 @@ def test_fit_lowers_the_loss_with_adam():
     y = op.measure(smooth_image(1, 16, 16).to(F64), torch.Generator().manual_seed(0))[None]
     params, hyper = prepare(init, op.in_shape)
     res = fit(params, y, op, hyper, 30)
-    assert res.losses[-1] < 0.5 * res.losses[0]
+    assert res.losses[0][-1] < 0.5 * res.losses[0][0]
     assert res.image.shape == (1, 1, 16, 16)
 
 

@@ -1,0 +1,143 @@
+"""50-step reconstructions at 128×128: eager vs CUDA graph vs batched.
+
+    pytest benchmarks/bench_reconstruct.py --benchmark-json=benchmarks/results/<name>.json
+
+Rows: task (denoise σ=25, cs and pr at m/n = 1/4) × mode × B problems per call.
+``eager``/``graph``: ``reconstruct`` with ``graph=False/True`` (graph rows on CUDA
+only), B networks as grouped convolutions; ``vmap``: the same fit written with
+``torch.func.vmap`` over stacked parameters (the alternative the grouped path was
+chosen over; denoise and cs only — the complex-measurement custom op has no vmap
+rule). ``extra_info`` holds ms per reconstruction, reconstructions per second,
+peak memory, and the ratio to the compute floor (FLOPs of one step counted with
+``torch.utils.flop_counter`` × steps, over the measured fp32 matmul rate).
+``METADIP_BENCH_BATCHES`` (default ``1,8,32``) picks B; the init is the shipped
+default (``METADIP_BENCH_INIT`` overrides).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.conftest import devices, environment, sync
+from metadip import reconstruct
+from metadip.functional import tv_ref
+from metadip.init import load_init
+from metadip.inner import init_state, prepare, step
+from metadip.networks import network_input
+from metadip.tasks import make_operator
+
+SIZE, STEPS = 128, 50
+TASKS = {"denoise": {"sigma": 25 / 255}, "cs": {"ratio": 0.25}, "pr": {"ratio": 0.25}}
+BATCHES = [int(b) for b in os.environ.get("METADIP_BENCH_BATCHES", "1,8,32").split(",")]
+_RATES: dict[str, float] = {}
+
+
+def _init(device):
+    return load_init(os.environ.get("METADIP_BENCH_INIT", "default"), channels=3).to(device)
+
+
+def matmul_rate(device: str) -> float:
+    """Measured fp32 matmul FLOP/s on ``device`` (best of 5)."""
+    if device not in _RATES:
+        n = 4096 if device == "cuda" else 1024
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        best = float("inf")
+        for _ in range(5):
+            sync(device)
+            t0 = time.perf_counter()
+            a @ b
+            sync(device)
+            best = min(best, time.perf_counter() - t0)
+        _RATES[device] = 2 * n**3 / best
+    return _RATES[device]
+
+
+def step_flops(meta, op, y) -> int:
+    """FLOPs of one fitting step for the batch ``y``."""
+    params, hyper = prepare(meta, op.in_shape, batch=y.shape[0], steps=1)
+    with FlopCounterMode(display=False) as counter:
+        step(params, init_state(params, hyper), y, op, hyper, 0)
+    return counter.get_total_flops()
+
+
+def vmap_fit(meta, op, ys, steps):
+    """The SGD meta-rule fit of B problems with torch.func.vmap over stacked parameters."""
+    params, hyper = prepare(meta, op.in_shape, steps=steps)
+    inp = network_input(hyper.config, hyper.fixed, hyper.fourier_b)
+
+    def loss(p, y):
+        x = functional_call(hyper.net, p, (inp,))
+        fit = (op.forward(x) - y[None]).pow(2).mean()
+        return fit + hyper.tv_weight * tv_ref(x, hyper.tv_eps)[0] / x[0].numel()
+
+    g_fn = vmap(grad(loss))
+    b = ys.shape[0]
+    p = {k: v.expand(b, *v.shape).contiguous() for k, v in params.items()}
+    m = {k: torch.zeros_like(v) for k, v in p.items()}
+    for t in range(steps):
+        g = g_fn(p, ys)
+        lrs = hyper.lr[min(t, hyper.lr.shape[0] - 1)]
+        for i, k in enumerate(p):
+            m[k] = hyper.momentum * m[k] + g[k]
+            p[k] = p[k] - lrs[i] * m[k]
+    return p
+
+
+def _peak_memory(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak, MiB
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("mode", ["eager", "graph", "vmap"])
+@pytest.mark.parametrize("task", list(TASKS))
+def test_reconstruct(benchmark, task, mode, batch, device):
+    if mode == "graph" and device != "cuda":
+        pytest.skip("CUDA graphs need a CUDA device")
+    if mode == "vmap" and (task == "pr" or batch == 1):
+        pytest.skip("vmap: denoise and cs at B > 1 only (no vmap rule for the PR custom op)")
+    meta = _init(device)
+    op = make_operator(task, (3, SIZE, SIZE), seed=0, **TASKS[task]).to(device=device)
+    x = torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    y = op.measure(x, torch.Generator().manual_seed(1)).to(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def run():
+        if mode == "vmap":
+            out = vmap_fit(meta, op, y, STEPS)
+        else:
+            out = reconstruct(y, op, init=meta, steps=STEPS, graph=mode == "graph")
+        sync(device)
+        return out
+
+    run()  # warm-up (and, for graph rows, the capture)
+    rounds = 5 if device == "cuda" else max(1, 3 // batch)
+    benchmark.pedantic(run, rounds=rounds, iterations=1)
+    seconds = benchmark.stats.stats.min
+    flops = step_flops(meta, op, y) * STEPS
+    floor = flops / matmul_rate(device)
+    benchmark.group = f"reconstruct-{task}-{SIZE}"
+    benchmark.extra_info.update(
+        environment(device),
+        task=task,
+        mode=mode,
+        batch=batch,
+        steps=STEPS,
+        network=f"skip {meta.config.depth}x{meta.config.width}",
+        ms_per_reconstruction=1e3 * seconds / batch,
+        reconstructions_per_s=batch / seconds,
+        peak_memory_mib=_peak_memory(device),
+        gflop=flops / 1e9,
+        matmul_gflops=matmul_rate(device) / 1e9,
+        floor_ratio=seconds / floor,
+    )

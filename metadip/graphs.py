@@ -1,0 +1,116 @@
+"""CUDA-graph capture of the whole fitting loop.
+
+``CapturedFit`` records ``run_loop`` — for every step: forward, loss, gradient,
+update and the per-problem restore checks — plus the final image into one CUDA
+graph with static buffers, and replays it. What is inside the graph: every
+kernel of the T steps (network, operator, TV and complex-measurement kernels
+from whichever backend dispatch picks, the ``torch.where`` restores) and the
+final forward pass; outside it: copying ``y`` in, reseeding the jitter
+generator, and reading the results back. Per-step learning rates are read from
+the device tensor ``hyper.lr``; the jitter generator is registered with the
+graph and reseeded before each replay, so a replay draws fresh noise for each
+seed and the same noise for the same seed, like an eager fit.
+
+Graphs are cached by (init, operator, image shape, batch, steps, dtype, device)
+and re-captured when any of these changes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metadip.init import MetaInit
+from metadip.inner import FitResult, _result, finish, prepare, run_loop
+from metadip.operators import Operator
+
+__all__ = ["CapturedFit", "cached_fit", "clear_cache", "why_not"]
+
+_CACHE: OrderedDict[tuple, CapturedFit] = OrderedDict()
+CACHE_SIZE = 4
+
+
+def why_not(device: torch.device, callback: Any = None) -> str | None:
+    """Why a fit on ``device`` cannot be graph-captured, or None when it can."""
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device; the fit runs on {device}"
+    if not torch.cuda.is_available():
+        return "CUDA is not available in this torch build or on this machine"
+    if callback is not None:
+        return "a per-step callback reads values on the host every step, which a graph cannot"
+    return None
+
+
+class CapturedFit:
+    """One captured T-step fit of ``batch`` problems ``(batch, *op.out_shape)``."""
+
+    def __init__(self, meta: MetaInit, op: Operator, batch: int, steps: int, warmup: int = 2):
+        reason = why_not(meta.device)
+        if reason:
+            raise RuntimeError(f"cannot capture a CUDA graph: {reason}")
+        self.op, self.batch, self.steps = op, batch, steps
+        params, self.hyper = prepare(meta, op.in_shape, batch=batch, steps=steps)
+        self.params = {k: v.clone() for k, v in params.items()}
+        self.y = torch.zeros(batch, *op.out_shape, device=meta.device, dtype=meta.dtype)
+        gen = self.hyper.generator
+        # Graph-safe RNG needs a generator the graph owns; a registered one advances per replay.
+        if gen is not None:
+            gen = torch.Generator(device=meta.device)
+            self.hyper = replace(self.hyper, generator=gen)
+        self.generator = gen
+
+        side = torch.cuda.Stream(device=meta.device)
+        side.wait_stream(torch.cuda.current_stream(meta.device))
+        with torch.cuda.stream(side):
+            # Warm-up off the capture stream: Triton compiles, cuDNN picks algorithms,
+            # the allocator reaches its steady state.
+            for _ in range(warmup):
+                self._body()
+        torch.cuda.current_stream(meta.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        if gen is not None:
+            self.graph.register_generator_state(gen)
+        with torch.cuda.graph(self.graph):
+            self.trace, self.image = self._body()
+
+    def _body(self):
+        trace = run_loop(self.params, self.y, self.op, self.hyper, self.steps)
+        with torch.no_grad():
+            image = _result(trace.params, trace.state, trace.hyper)
+        return trace, image
+
+    def run(self, y: Tensor, seed: int = 0) -> FitResult:
+        """Replays the graph on ``y`` ``(batch, *out_shape)``; results are copies."""
+        if tuple(y.shape) != tuple(self.y.shape):
+            raise ValueError(f"captured for y of shape {tuple(self.y.shape)}, got {tuple(y.shape)}")
+        self.y.copy_(y)
+        if self.generator is not None:
+            self.generator.manual_seed(int(seed))
+        self.graph.replay()
+        res = finish(self.trace, self.image)
+        return FitResult(res.image.clone(), res.losses, res.restored)
+
+
+def cached_fit(
+    key: tuple, meta: MetaInit, op: Operator, batch: int, steps: int, keep: Any = None
+) -> CapturedFit:
+    """The captured fit for ``key``, capturing it on a miss (least recently used evicted).
+    ``keep``: objects the key refers to by identity, held as long as the entry."""
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    captured = CapturedFit(meta, op, batch, steps)
+    captured.keep = keep
+    _CACHE[key] = captured
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return captured
+
+
+def clear_cache() -> None:
+    """Drops every captured graph (and the memory pools they hold)."""
+    _CACHE.clear()
