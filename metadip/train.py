@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -641,8 +642,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    # A run sent to the background ignores Ctrl-C, so `kill` (SIGTERM) saves a checkpoint too.
+    signal.signal(signal.SIGTERM, _interrupt)
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
     if res.val_meta is not None and res.val_random is not None:
         print(

@@ -197,18 +197,41 @@ def test_resume_rejects_changed_options(images, tmp_path):
     assert main([*_args(images, tmp_path / "none", outer_steps=2), "--resume"]) == 2
 
 
-def test_ctrl_c_saves_a_checkpoint(images, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_saves_a_checkpoint(images, tmp_path, sig):
     out = tmp_path / "interrupted"
     with _spawn(_args(images, out, outer_steps=10_000, ckpt_every=1000)) as proc:
         _wait_for(out / "log.jsonl", proc)
         deadline = time.monotonic() + 120
         while not any("loss" in r for r in _records(out)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         assert proc.wait(timeout=120) == 130
     step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     logged = max(r["step"] for r in _records(out) if "loss" in r)
     assert step >= 1 and logged - step <= 1  # at most the step in flight is lost
+
+
+def test_init_from_warm_starts_with_a_new_horizon(images, tmp_path, capsys):
+    # A start whose weights come from another seed than the run's, so they are recognisable.
+    path = tmp_path / "start.safetensors"
+    start = MetaInit.random(1, width=4, depth=2, num_fourier=2, steps=2, seed=5, lr=0.3)
+    start.save(path)
+    out = tmp_path / "warm"
+    assert main([*_args(images, out, outer_steps=1, steps=4), "--init-from", str(path)]) == 0
+    warm = MetaInit.load(out / "init.safetensors")
+    assert warm.steps == 4
+    assert torch.equal(warm.fourier_basis, start.fourier_basis)
+    fresh = MetaInit.random(1, width=4, depth=2, num_fourier=2, steps=2, seed=0)
+    for k, w in warm.weights.items():
+        moved = (w - start.weights[k]).abs().max()
+        assert moved <= 2e-3  # one Adam step of lr 1e-3 from the start's weights
+        if w.dim() > 1:  # conv kernels differ between seeds (norm scales are all ones)
+            assert moved < (fresh.weights[k] - start.weights[k]).abs().max()
+    assert torch.allclose(warm.log_lr[2:], warm.log_lr[1:2].expand(2, -1), atol=0.05)
+    bad = _args(images, tmp_path / "bad", outer_steps=1, width=5)
+    assert main([*bad, "--init-from", str(path)]) == 2
+    assert "differs from the configured" in capsys.readouterr().err
 
 
 def test_plot_and_log_points(tmp_path):
