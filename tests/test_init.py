@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from metadip.init import MetaInit, default_init_path, load_init
+from metadip.inner import output, prepare
 from tests.conftest import tiny_init
 
 
@@ -60,12 +61,25 @@ def test_missing_file():
         MetaInit.load("does/not/exist.safetensors")
 
 
-def test_default_resolution_says_what_to_do():
-    if default_init_path().is_file():
-        assert isinstance(load_init("default"), MetaInit)
-    else:
-        with pytest.raises(FileNotFoundError, match="init='random'"):
-            load_init("default")
+def test_shipped_default_loads_with_its_provenance():
+    path = default_init_path()
+    assert path.is_file() and path.stat().st_size <= 20 * 2**20
+    init = load_init("default")
+    assert init.config.out_channels == 3 and init.steps == 50 and init.rule == "sgd"
+    meta = init.metadata
+    for key in ("train_config", "data_manifest_sha256", "outer_steps", "inner_horizon", "device"):
+        assert key in meta, key
+    assert meta["git_commit"] and meta["val_psnr_curve"]
+    # Fully convolutional: the init fits sizes other than its training patches.
+    x = torch.rand(1, 3, 40, 56)
+    params, hyper = prepare(init, (3, 40, 56))
+    assert output(params, hyper).shape == x.shape
+
+
+def test_missing_default_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setattr("metadip.init.default_init_path", lambda: tmp_path / "none.safetensors")
+    with pytest.raises(FileNotFoundError, match="init='random'"):
+        load_init("default")
 
 
 def test_random_is_vanilla_dip():
