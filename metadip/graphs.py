@@ -52,7 +52,7 @@ class CapturedFit:
         reason = why_not(meta.device)
         if reason:
             raise RuntimeError(f"cannot capture a CUDA graph: {reason}")
-        self.op, self.batch, self.steps = op, batch, steps
+        self.op, self.steps = op, steps
         params, self.hyper = prepare(meta, op.in_shape, batch=batch, steps=steps)
         self.params = {k: v.clone() for k, v in params.items()}
         self.y = torch.zeros(batch, *op.out_shape, device=meta.device, dtype=meta.dtype)
@@ -61,7 +61,6 @@ class CapturedFit:
         if gen is not None:
             gen = torch.Generator(device=meta.device)
             self.hyper = replace(self.hyper, generator=gen)
-        self.generator = gen
 
         side = torch.cuda.Stream(device=meta.device)
         side.wait_stream(torch.cuda.current_stream(meta.device))
@@ -88,8 +87,8 @@ class CapturedFit:
         if tuple(y.shape) != tuple(self.y.shape):
             raise ValueError(f"captured for y of shape {tuple(self.y.shape)}, got {tuple(y.shape)}")
         self.y.copy_(y)
-        if self.generator is not None:
-            self.generator.manual_seed(int(seed))
+        if self.hyper.generator is not None:
+            self.hyper.generator.manual_seed(int(seed))
         self.graph.replay()
         res = finish(self.trace, self.image)
         return FitResult(res.image.clone(), res.losses, res.restored)

@@ -441,7 +441,7 @@ def fit(
     that happened are in ``restored``.
     """
     b = y.shape[0]
-    if hyper.groups not in (1, b) or (hyper.groups == 1 and b != 1):
+    if hyper.groups != b:
         raise ValueError(
             f"y holds {b} problems but the parameters are for {hyper.groups}; "
             "use prepare(..., batch=B) for B problems"
