@@ -16,7 +16,7 @@ from torch import Tensor
 
 from metadip import graphs
 from metadip.init import MetaInit, load_init
-from metadip.inner import StepInfo, fit, prepare
+from metadip.inner import StepInfo, check_guide_operator, fit, guide_input, prepare
 from metadip.operators import Operator, Stacked, as_operator
 
 __all__ = ["Reconstruction", "reconstruct"]
@@ -173,6 +173,8 @@ def reconstruct(
     use_graph = _use_graph(graph, dev, callback)
     op_dev = op.to(device=dev, dtype=dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed).to(device=dev, dtype=dtype)
+    if meta.config.guided:
+        check_guide_operator(op)
     n_steps = meta.steps if steps is None else steps
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]
@@ -190,7 +192,10 @@ def reconstruct(
             captured = graphs.cached_fit(key, meta, part, stop - first, n_steps, keep=init)
             results.append(captured.run(ys[first:stop], seed))
             continue
-        params, hyper = prepare(meta, op.in_shape, batch=stop - first, steps=n_steps, seed=seed)
+        guide = guide_input(meta.config, part, ys[first:stop]) if meta.config.guided else None
+        params, hyper = prepare(
+            meta, op.in_shape, batch=stop - first, steps=n_steps, seed=seed, guide=guide
+        )
         desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"
         cb = None if callback is None else _offset(callback, first)
         results.append(

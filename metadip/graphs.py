@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from metadip.init import MetaInit
-from metadip.inner import FitResult, _result, finish, prepare, run_loop
+from metadip.inner import FitResult, _result, finish, guide_input, prepare, run_loop, with_guide
 from metadip.operators import Operator
 
 __all__ = ["CapturedFit", "cached_fit", "clear_cache", "why_not"]
@@ -53,9 +53,10 @@ class CapturedFit:
         if reason:
             raise RuntimeError(f"cannot capture a CUDA graph: {reason}")
         self.op, self.steps = op, steps
-        params, self.hyper = prepare(meta, op.in_shape, batch=batch, steps=steps)
-        self.params = {k: v.clone() for k, v in params.items()}
         self.y = torch.zeros(batch, *op.out_shape, device=meta.device, dtype=meta.dtype)
+        guide = guide_input(meta.config, op, self.y) if meta.config.guided else None
+        params, self.hyper = prepare(meta, op.in_shape, batch=batch, steps=steps, guide=guide)
+        self.params = {k: v.clone() for k, v in params.items()}
         gen = self.hyper.generator
         # Graph-safe RNG needs a generator the graph owns; a registered one advances per replay.
         if gen is not None:
@@ -77,7 +78,11 @@ class CapturedFit:
             self.trace, self.image = self._body()
 
     def _body(self):
-        trace = run_loop(self.params, self.y, self.op, self.hyper, self.steps)
+        hyper = self.hyper
+        if hyper.config.guided:
+            # The guide A^T y is computed from the static y inside the graph.
+            hyper = with_guide(hyper, self.op, self.y)
+        trace = run_loop(self.params, self.y, self.op, hyper, self.steps)
         with torch.no_grad():
             image = _result(trace.params, trace.state, trace.hyper)
         return trace, image

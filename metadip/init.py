@@ -104,17 +104,24 @@ class MetaInit:
         fourier_scale: float = 2.0,
         kind: str = "skip",
         dtype: torch.dtype = torch.float32,
+        network: dict[str, Any] | None = None,
     ) -> MetaInit:
         """A fresh, untrained initialization (torch's default init, seeded).
 
         ``rule="adam"`` with the defaults is vanilla DIP (lr 0.01, jitter 1/30, EMA 0.99).
+        ``network``: further ``NetConfig`` fields, e.g. ``{"input": "image"}``.
         """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         config = NetConfig(
-            kind=kind, out_channels=channels, width=width, depth=depth, num_fourier=num_fourier
+            kind=kind,
+            out_channels=channels,
+            width=width,
+            depth=depth,
+            num_fourier=num_fourier,
+            **(network or {}),
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

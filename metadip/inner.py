@@ -32,11 +32,13 @@ from metadip.networks import NetConfig, build_network, coordinate_grid, network_
 
 __all__ = [
     "FitResult",
+    "check_guide_operator",
     "Hyper",
     "StepInfo",
     "Trace",
     "data_loss",
     "fit",
+    "guide_input",
     "init_state",
     "item_losses",
     "output",
@@ -44,6 +46,7 @@ __all__ = [
     "run_loop",
     "finish",
     "step",
+    "with_guide",
 ]
 
 Params = dict[str, Tensor]
@@ -63,6 +66,8 @@ class Hyper:
     rates per step and parameter tensor; ``momentum`` / ``tv_weight``: scalars.
     ``groups``: 1, or B for B independent networks with parameters ``(B, *shape)``.
     ``lr_scale``: a factor on every rate, a float or one per problem ``(B,)``.
+    ``mono``: a colour network fitting 1-channel images: its output channels are
+    averaged (and a guide image is repeated to the network's channels).
     """
 
     net: nn.Module
@@ -81,6 +86,7 @@ class Hyper:
     lr_scale: float | Tensor = 1.0
     groups: int = 1
     create_graph: bool = False
+    mono: bool = False
     generator: torch.Generator | None = None
     # First-order meta-gradients: keep the update's graph (θ, m, lr, momentum) but treat
     # the inner gradient g as a constant (no Hessian terms). Only read with create_graph.
@@ -106,11 +112,13 @@ def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
     """``f_θ(inp)``: ``(B, Cin, H, W) -> (B, C, H, W)``; with ``groups = B`` item b goes
     through network b (stacked parameters flattened to grouped-convolution weights)."""
     if hyper.groups == 1:
-        return functional_call(hyper.net, params, (inp,))
-    h, w = inp.shape[-2:]
-    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()}
-    out = functional_call(hyper.net, flat, (inp.reshape(1, -1, h, w),))
-    return out.view(hyper.groups, -1, h, w)
+        out = functional_call(hyper.net, params, (inp,))
+    else:
+        h, w = inp.shape[-2:]
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()}
+        out = functional_call(hyper.net, flat, (inp.reshape(1, -1, h, w),))
+        out = out.view(hyper.groups, -1, h, w)
+    return out.mean(dim=1, keepdim=True) if hyper.mono else out
 
 
 def output(params: Params, hyper: Hyper) -> Tensor:
@@ -209,6 +217,41 @@ def _per_item(value: float | Tensor, like: Tensor, groups: int) -> float | Tenso
     return value.view(-1, *([1] * (like.dim() - 1)))
 
 
+def check_guide_operator(op: Any) -> None:
+    """Raises unless ``op`` has an adjoint, which an Educated-DIP guide ``Aᵀy`` needs."""
+    if not getattr(op, "linear", False):
+        raise ValueError(
+            f"this initialization takes the operator's adjoint of y (A^T y) as its network "
+            f"input (Educated DIP), but {type(op).__name__} is not linear; use an init with "
+            "a noise input (e.g. init='random' or the MetaDIP default) for this operator"
+        )
+
+
+def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
+    """Educated DIP's guide for ``y`` ``(B, *out_shape)``: ``Aᵀy`` (the noisy image itself
+    for denoising) repeated to the network's channels for a gray problem, then, when
+    ``config.noise_level``, a constant map of the operator's noise std:
+    ``(B, config.guide_channels, H, W)``. Needs a linear operator."""
+    check_guide_operator(op)
+    g = op.adjoint(y)
+    if g.shape[1] == 1 and config.out_channels > 1:
+        g = g.expand(-1, config.out_channels, -1, -1)
+    if not config.noise_level:
+        return g
+    ops = getattr(op, "ops", None) or [op] * g.shape[0]
+    sigma = torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=g.dtype, device=g.device)
+    level = sigma.view(-1, 1, 1, 1).expand(-1, 1, *g.shape[2:])
+    return torch.cat([g, level], dim=1)
+
+
+def with_guide(hyper: Hyper, op: Any, y: Tensor) -> Hyper:
+    """``hyper`` with its guide channels replaced by ``guide_input(op, y)`` (a fit of an
+    Educated-DIP init on new measurements, e.g. a CUDA-graph replay)."""
+    guide = guide_input(hyper.config, op, y)
+    rest = hyper.fixed[:, hyper.config.guide_channels :]
+    return replace(hyper, fixed=torch.cat([guide.to(rest.dtype), rest], dim=1))
+
+
 def prepare(
     init: MetaInit,
     in_shape: tuple[int, int, int],
@@ -217,22 +260,27 @@ def prepare(
     steps: int | None = None,
     seed: int = 0,
     create_graph: bool = False,
+    guide: Tensor | None = None,
 ) -> tuple[Params, Hyper]:
     """Initial parameters and the ``Hyper`` for images of ``in_shape`` ``(C, H, W)``.
 
     ``batch`` > 1: that many independent problems fitted in one pass, each from the
     same initial weights (stacked ``(batch, *shape)``) and the same jitter stream, so
     item b equals a fit of b alone. Tensors live on ``init``'s device and dtype.
-    ``seed`` drives the input jitter.
+    ``seed`` drives the input jitter. ``guide``: the network input of an Educated-DIP
+    init, ``guide_input(init.config, op, y)``; required by those, refused by others.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
     c, h, w = in_shape
     cfg = init.config
-    if cfg.out_channels != c:
+    # A colour init also fits gray images (channel mean of its output); nothing else fits.
+    mono = c == 1 and cfg.out_channels == 3
+    if cfg.out_channels != c and not mono:
         raise ValueError(
             f"the initialization makes {cfg.out_channels}-channel images but the operator "
-            f"expects {c} channels (in_shape {tuple(in_shape)})"
+            f"expects {c} channels (in_shape {tuple(in_shape)}); a 3-channel init also "
+            "fits 1-channel images"
         )
     with torch.device("meta"):
         net = build_network(cfg, groups=batch)
@@ -243,6 +291,17 @@ def prepare(
         fixed = coordinate_grid(h, w, dtype, device)
     else:
         fixed = noise_input(cfg.noise_channels, h, w, init.z_seed, dtype, device)
+    fixed = fixed.expand(batch, -1, -1, -1)
+    if cfg.guided:
+        want = (batch, cfg.guide_channels, h, w)
+        if guide is None or tuple(guide.shape) != want:
+            got = None if guide is None else tuple(guide.shape)
+            raise ValueError(
+                f"an Educated-DIP init needs guide=guide_input(...) of shape {want}, got {got}"
+            )
+        fixed = torch.cat([guide.to(device=device, dtype=dtype), fixed], dim=1)
+    elif guide is not None:
+        raise ValueError("guide is only used by an init whose network input is an image")
     if steps is not None and steps != init.steps:
         init = init.with_steps(steps)
     gen = None
@@ -251,7 +310,7 @@ def prepare(
     hyper = Hyper(
         net=net,
         config=cfg,
-        fixed=fixed.expand(batch, -1, -1, -1),
+        fixed=fixed,
         fourier_b=init.fourier_b() if cfg.num_fourier else None,
         lr=init.log_lr.exp(),
         momentum=init.momentum,
@@ -261,6 +320,7 @@ def prepare(
         ema=init.ema,
         groups=batch,
         create_graph=create_graph,
+        mono=mono,
         generator=gen,
     )
     params = dict(init.weights)

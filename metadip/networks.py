@@ -22,6 +22,9 @@ from metadip import functional
 
 __all__ = ["NetConfig", "Siren", "SkipNet", "build_network", "coordinate_grid", "noise_input"]
 
+INPUTS = ("noise", "image")
+NORMS = ("instance", "none")
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -29,7 +32,13 @@ class NetConfig:
 
     ``kind``: ``"skip"`` (DIP U-Net) or ``"siren"`` (sine MLP on coordinates).
     The skip network's input is ``noise_channels`` of fixed noise plus
-    ``2 * num_fourier`` Fourier features of the pixel coordinates.
+    ``2 * num_fourier`` Fourier features of the pixel coordinates; with
+    ``input="image"`` (Educated DIP) it is led by an ``out_channels`` guide image,
+    the operator's adjoint of the measurement (the noisy image for denoising).
+    ``residual``: the output is ``guide + head`` instead of ``sigmoid(head)``.
+    ``noise_level``: the guide is followed by one constant channel holding the
+    operator's noise std (a noise-level map, as in FFDNet).
+    ``norm``: ``"instance"`` (per image and channel statistics) or ``"none"``.
     """
 
     kind: str = "skip"
@@ -40,24 +49,52 @@ class NetConfig:
     noise_channels: int = 32
     num_fourier: int = 16
     siren_w0: float = 30.0
+    input: str = "noise"
+    residual: bool = False
+    noise_level: bool = False
+    norm: str = "instance"
 
     def __post_init__(self) -> None:
         if self.kind not in ("skip", "siren"):
             raise ValueError(f"network kind must be 'skip' or 'siren', got {self.kind!r}")
+        if self.input not in INPUTS:
+            raise ValueError(f"network input must be one of {INPUTS}, got {self.input!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.input == "image" and self.kind != "skip":
+            raise ValueError("input='image' (Educated DIP) needs the skip network")
+        if (self.residual or self.noise_level) and self.input != "image":
+            raise ValueError("residual and noise_level belong to the guide, so need input='image'")
         for name in ("out_channels", "width", "depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("skip_channels", "noise_channels", "num_fourier"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.kind == "skip" and self.noise_channels + self.num_fourier == 0:
+        if (
+            self.kind == "skip"
+            and self.input == "noise"
+            and self.noise_channels + self.num_fourier == 0
+        ):
             raise ValueError("the skip network needs noise_channels > 0 or num_fourier > 0")
+
+    @property
+    def guided(self) -> bool:
+        """True when the network input starts with a guide image computed from y."""
+        return self.input == "image"
+
+    @property
+    def guide_channels(self) -> int:
+        """Channels of the guide part of the input: the image, plus the noise-level map."""
+        if not self.guided:
+            return 0
+        return self.out_channels + int(self.noise_level)
 
     @property
     def in_channels(self) -> int:
         if self.kind == "siren":
             return 2 + 2 * self.num_fourier
-        return self.noise_channels + 2 * self.num_fourier
+        return self.guide_channels + self.noise_channels + 2 * self.num_fourier
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,8 +121,12 @@ class Norm(nn.Module):
         return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 
 
+def _norm(channels: int, norm: str) -> nn.Module:
+    return Norm(channels) if norm == "instance" else nn.Identity()
+
+
 def _conv_block(
-    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1
+    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, norm: str = "instance"
 ) -> nn.Sequential:
     pad = (kernel - 1) // 2
     return nn.Sequential(
@@ -98,16 +139,18 @@ def _conv_block(
             padding_mode="reflect",
             groups=groups,
         ),
-        Norm(cout * groups),
+        _norm(cout * groups, norm),
         nn.LeakyReLU(0.2),
     )
 
 
 class SkipNet(nn.Module):
-    """DIP encoder-decoder with skip connections: ``(B, Cin, H, W) -> (B, Cout, H, W)`` in (0, 1).
+    """DIP encoder-decoder with skip connections: ``(B, Cin, H, W) -> (B, Cout, H, W)``.
 
-    Works for any H, W with ``H, W >= 2**depth`` (odd sizes included): each
-    upsampling goes back to the exact size of the level above.
+    The output is ``sigmoid(head)`` in (0, 1), or with ``residual`` the guide image (the
+    first ``Cout`` input channels) plus ``head``. Works for any H, W with
+    ``H, W >= 2**depth`` (odd sizes included): each upsampling goes back to the exact
+    size of the level above.
 
     ``groups = G > 1`` holds G independent networks side by side as grouped
     convolutions: input ``(1, G·Cin, H, W)``, output ``(1, G·Cout, H, W)``, and each
@@ -122,10 +165,16 @@ class SkipNet(nn.Module):
         depth: int = 5,
         skip: int = 4,
         groups: int = 1,
+        *,
+        residual: bool = False,
+        norm: str = "instance",
     ):
         super().__init__()
         self.depth = depth
         self.groups = groups
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.residual = residual
         self.skip_branch = nn.ModuleList()
         self.down = nn.ModuleList()
         self.merge_norm = nn.ModuleList()
@@ -133,24 +182,29 @@ class SkipNet(nn.Module):
         cin = in_channels
         for _ in range(depth):
             self.skip_branch.append(
-                _conv_block(cin, skip, 1, groups=groups) if skip > 0 else nn.Identity()
+                _conv_block(cin, skip, 1, groups=groups, norm=norm) if skip > 0 else nn.Identity()
             )
             self.down.append(
                 nn.Sequential(
-                    _conv_block(cin, width, 3, 2, groups), _conv_block(width, width, 3, 1, groups)
+                    _conv_block(cin, width, 3, 2, groups, norm),
+                    _conv_block(width, width, 3, 1, groups, norm),
                 )
             )
             merged = skip + width
-            self.merge_norm.append(Norm(merged * groups))
+            self.merge_norm.append(_norm(merged * groups, norm))
             self.up.append(
                 nn.Sequential(
-                    _conv_block(merged, width, 3, 1, groups),
-                    _conv_block(width, width, 1, 1, groups),
+                    _conv_block(merged, width, 3, 1, groups, norm),
+                    _conv_block(width, width, 1, 1, groups, norm),
                 )
             )
             cin = width
         self.skip = skip
         self.out = nn.Conv2d(width * groups, out_channels * groups, 1, groups=groups)
+        if residual:
+            # Start as the identity on the guide: the head's first output is zero.
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def check_size(self, height: int, width: int) -> None:
         """Raises if the image is too small for ``depth`` reflection-padded downsamplings."""
@@ -168,7 +222,12 @@ class SkipNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_size(x.shape[-2], x.shape[-1])
-        return torch.sigmoid(self.out(self._level(0, x)))
+        head = self.out(self._level(0, x))
+        if not self.residual:
+            return torch.sigmoid(head)
+        n, _, h, w = x.shape
+        guide = x.view(n, self.groups, self.in_channels, h, w)[:, :, : self.out_channels]
+        return head + guide.reshape(head.shape)
 
     def _level(self, i: int, x: Tensor) -> Tensor:
         d = self.down[i](x)
@@ -255,6 +314,8 @@ def build_network(config: NetConfig, groups: int = 1) -> nn.Module:
         config.depth,
         config.skip_channels,
         groups,
+        residual=config.residual,
+        norm=config.norm,
     )
 
 
@@ -279,8 +340,9 @@ def network_input(
     fixed: Tensor,
     fourier_b: Tensor | None,
 ) -> Tensor:
-    """Network input ``(B, Cin, H, W)``: the fixed part ``(B, C0, H, W)`` (noise or
-    coordinates) plus ``fourier_features(fourier_b, H, W)`` when the config uses them."""
+    """Network input ``(B, Cin, H, W)``: the fixed part ``(B, C0, H, W)`` (noise,
+    coordinates, or a guide image followed by any noise channels) plus
+    ``fourier_features(fourier_b, H, W)`` when the config uses them."""
     if config.num_fourier == 0 or fourier_b is None:
         return fixed
     b, _, h, w = fixed.shape

@@ -152,8 +152,14 @@ def test_operator_without_forward_is_a_type_error():
 
 
 def test_wrong_channel_count_init_is_an_error():
-    with pytest.raises(ValueError, match="3-channel"):
-        reconstruct(torch.rand(1, 8, 8), OP, init=tiny_init(3))
+    op3 = Denoise((3, 8, 8), 0.1)
+    with pytest.raises(ValueError, match="1-channel images but the operator expects 3"):
+        reconstruct(torch.rand(3, 8, 8), op3, init=tiny_init(1))
+
+
+def test_colour_init_reconstructs_a_gray_image():
+    rec = reconstruct(torch.rand(1, 8, 8), OP, init=tiny_init(3, steps=2))
+    assert rec.image.shape == (1, 8, 8)
 
 
 def test_unknown_init_name_is_an_error():

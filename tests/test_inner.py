@@ -131,5 +131,14 @@ def test_fit_lowers_the_loss_with_adam():
 
 
 def test_channel_mismatch_is_an_error():
-    with pytest.raises(ValueError, match="3-channel"):
-        prepare(tiny_init(3), (1, 8, 8))
+    with pytest.raises(ValueError, match="1-channel images but the operator expects 3"):
+        prepare(tiny_init(1), (3, 8, 8))
+
+
+def test_colour_init_fits_gray_images_through_the_channel_mean():
+    init = tiny_init(3)
+    params, hyper = prepare(init, (1, 16, 16))
+    _, colour = prepare(init, (3, 16, 16))
+    gray = output(params, hyper)
+    assert gray.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(gray, output(params, colour).mean(dim=1, keepdim=True))

@@ -1,0 +1,245 @@
+"""The options of ``metadip train`` (TOML keys and ``--flags`` share these names)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from metadip.data import TRAIN_TASKS
+from metadip.meta import LOSSES, MODES
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["METHODS", "TrainConfig"]
+
+# "maml": meta-learn a DIP initialization through the inner loop (MetaDIP).
+# "educated": pretrain an image-input network on simulated pairs, fine-tuned per
+# measurement at reconstruction time (Educated DIP).
+METHODS = ("maml", "educated")
+RULES = ("sgd", "adam")
+# Per method: the inner (fine-tune) rule and its learning rate when not given.
+METHOD_DEFAULTS = {
+    "maml": {"rule": "sgd", "inner_lr": 1.0},
+    "educated": {"rule": "adam", "inner_lr": 1e-4},
+}
+
+CKPT_FORMAT = "metadip-train/1"
+# Options that may change when resuming; everything else must match the checkpoint.
+POSITIVE = (
+    "channels",
+    "width",
+    "depth",
+    "steps",
+    "outer_steps",
+    "meta_batch",
+    "patch",
+    "val_patches",
+    "val_every",
+    "ckpt_every",
+    "plot_steps",
+)
+RESUMABLE = {
+    "outer_steps",
+    "outer_lr_min",
+    "val_every",
+    "ckpt_every",
+    "plot_steps",
+    "device",
+    "threads",
+    "out",
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``metadip train`` (TOML keys and ``--flags`` have these names).
+
+    ``method="maml"`` meta-trains through ``steps`` inner steps (outer steps = meta-steps,
+    ``meta_batch`` tasks each); ``method="educated"`` pretrains an image-input network
+    (outer steps = supervised steps on ``meta_batch`` simulated pairs) and stores the
+    fine-tune rule ``rule`` / ``inner_lr`` / ``steps`` with it. ``rule`` and ``inner_lr``
+    left empty / 0 take the method's default (maml: sgd, 1.0; educated: adam, 1e-4).
+    ``outer_lr_min`` > 0 cosine-anneals the outer learning rate from ``outer_lr`` to it
+    over ``outer_steps``.
+    """
+
+    method: str = "maml"
+    # network
+    network: str = "skip"  # "skip" (DIP U-Net) or "siren" (MetaSIREN baseline)
+    channels: int = 3
+    width: int = 32
+    depth: int = 4
+    num_fourier: int = 16
+    # inner loop (initial values of the learned hyper-parameters)
+    steps: int = 10
+    rule: str = ""
+    inner_lr: float = 0.0
+    momentum: float = 0.9
+    tv_weight: float = 0.0
+    fourier_scale: float = 2.0
+    # meta-gradient
+    mode: str = "checkpointed"
+    segment: int = 0  # 0: ⌈√steps⌉
+    loss: str = "l2"
+    frozen: list[str] = field(default_factory=list)
+    # warm start: an init file (same network) whose weights and hyper-parameters start training
+    init_from: str = ""
+    # outer loop
+    outer_steps: int = 300
+    meta_batch: int = 4
+    outer_lr: float = 1e-3
+    outer_lr_min: float = 0.0
+    hyper_lr: float = 1e-2
+    # data and tasks
+    data: str = "auto"
+    patch: int = 64
+    val_fraction: float = 0.1
+    tasks: dict[str, float] = field(default_factory=lambda: {"denoise": 1.0})
+    sigma: list[float] = field(default_factory=lambda: [25.0, 25.0])
+    ratio: list[float] = field(default_factory=lambda: [0.25, 0.25])
+    mono_fraction: float = 0.0  # educated: share of gray training pairs
+    # validation, output, machine
+    val_patches: int = 8
+    val_patch: int = 0  # 0: the training patch size
+    val_every: int = 25
+    ckpt_every: int = 10
+    plot_steps: int = 100
+    out: str = "metadip-train"
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        defaults = METHOD_DEFAULTS[self.method]
+        self.rule = self.rule or defaults["rule"]
+        self.inner_lr = self.inner_lr or defaults["inner_lr"]
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if self.method == "educated" and self.network != "skip":
+            raise ValueError("method 'educated' trains the skip network, not a siren")
+        if self.val_patch < 0:
+            raise ValueError(f"val_patch must be >= 0 (0 = patch), got {self.val_patch}")
+        if not 0 <= self.outer_lr_min <= self.outer_lr:
+            raise ValueError(
+                f"outer_lr_min must be in [0, outer_lr={self.outer_lr}], got {self.outer_lr_min}"
+            )
+        if not 0 <= self.mono_fraction <= 1:
+            raise ValueError(f"mono_fraction must be in [0, 1], got {self.mono_fraction}")
+        self.tasks = _parse_tasks(self.tasks)
+        self.sigma = _parse_range(self.sigma, "sigma")
+        self.ratio = _parse_range(self.ratio, "ratio")
+        if isinstance(self.frozen, str):
+            self.frozen = [s for s in self.frozen.split(",") if s]
+        for name in POSITIVE:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.segment < 0:
+            raise ValueError(f"segment must be >= 0 (0 = ⌈√steps⌉), got {self.segment}")
+        if self.network not in ("skip", "siren"):
+            raise ValueError(f"network must be 'skip' or 'siren', got {self.network!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("inner_lr", "outer_lr", "hyper_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    def outer_lr_at(self, step: int) -> float:
+        """The outer learning rate at outer step ``step`` (1-based): constant, or cosine
+        from ``outer_lr`` down to ``outer_lr_min`` at ``outer_steps``."""
+        if self.outer_lr_min <= 0:
+            return self.outer_lr
+        frac = min(max(step - 1, 0) / max(self.outer_steps - 1, 1), 1.0)
+        lo, hi = self.outer_lr_min, self.outer_lr
+        return lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * frac))
+
+    @property
+    def validation_patch(self) -> int:
+        return self.val_patch or self.patch
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From a flat dict or one with sections (``[network]``, ``[outer]`` ...) one level
+        deep; ``tasks`` may be a table ``{name = probability}``."""
+        flat: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "tasks":
+                flat.update(v)
+            else:
+                flat[k] = v
+        unknown = set(flat) - set(cls.option_names())
+        if unknown:
+            raise ValueError(
+                f"unknown training option(s) {sorted(unknown)}; "
+                f"valid: {', '.join(cls.option_names())}"
+            )
+        return cls(**flat)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file at {path}")
+        with open(path, "rb") as f:
+            try:
+                d = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"{path}: not valid TOML: {e}") from e
+        cfg = cls.from_dict(d)
+        return replace(cfg, **overrides) if overrides else cfg
+
+
+def _parse_tasks(tasks: Any) -> dict[str, float]:
+    """``"denoise"``, ``"denoise=1,cs=0.5"``, a list of names or a dict -> probabilities."""
+    if isinstance(tasks, str):
+        out: dict[str, float] = {}
+        for part in filter(None, (s.strip() for s in tasks.split(","))):
+            name, _, p = part.partition("=")
+            try:
+                out[name.strip()] = float(p) if p else 1.0
+            except ValueError:
+                raise ValueError(f"tasks: {part!r} is not NAME or NAME=PROBABILITY") from None
+        tasks = out
+    elif isinstance(tasks, (list, tuple)):
+        tasks = {str(t): 1.0 for t in tasks}
+    if not isinstance(tasks, dict) or not tasks:
+        raise ValueError(f"tasks must name at least one of {TRAIN_TASKS}, got {tasks!r}")
+    unknown = set(tasks) - set(TRAIN_TASKS)
+    if unknown:
+        raise ValueError(f"unknown training task(s) {sorted(unknown)}; choose from {TRAIN_TASKS}")
+    return {k: float(v) for k, v in tasks.items()}
+
+
+def _parse_range(v: Any, name: str) -> list[float]:
+    """``25``, ``"15,35"`` or ``[15, 35]`` -> ``[lo, hi]``."""
+    if isinstance(v, str):
+        v = [s for s in v.split(",") if s.strip()]
+    if isinstance(v, (int, float)):
+        v = [v, v]
+    try:
+        vals = [float(s) for s in v]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or LO,HI, got {v!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or not vals[0] <= vals[1]:
+        raise ValueError(f"{name} must be a number or a range LO,HI with LO <= HI, got {v!r}")
+    return vals

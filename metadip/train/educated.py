@@ -1,0 +1,216 @@
+"""Educated DIP (Barbano et al.): the ``method="educated"`` training loop.
+
+Stage 1, here: a skip network whose input is the guide image ``Aᵀy`` (the noisy
+image itself for denoising) and whose output is ``guide + head`` (residual, no
+normalization layers, so absolute intensities and noise levels pass through) is
+trained supervised on simulated pairs: clean patches x of the training photos,
+``y = op(x) + noise`` from the configured tasks, loss ``mean((f(Aᵀy) − x)²)`` (or
+the mean absolute error), Adam with an optional cosine decay.
+
+Stage 2 happens at reconstruction time: ``reconstruct(y, op, init=PATH)`` sees
+``input="image"`` in the file, feeds ``Aᵀy`` and fine-tunes on the one
+measurement with the DIP loss for ``steps`` steps of the stored rule (Adam at
+``inner_lr`` by default).
+
+Every ``val_every`` steps the held-out tasks are scored twice: the pretrained
+network alone (``val_pretrained``) and after the ``steps`` fine-tune steps
+(``val_meta``, the number ``reconstruct`` would give). Outputs are those of
+``method="maml"``: ``init.safetensors``, ``checkpoint.pt``, ``log.jsonl``,
+``convergence.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from metadip.data import PatchSampler, TaskSampler, load_images
+from metadip.init import MetaInit
+from metadip.inner import guide_input
+from metadip.metrics import psnr
+from metadip.networks import NetConfig, build_network
+from metadip.plots import plot_curves
+from metadip.train.common import TrainResult, evaluate, log_points, open_run, psnr_curve, val_tasks
+from metadip.train.config import TrainConfig
+
+__all__ = ["EDUCATED_NETWORK", "educated_init", "train_educated"]
+
+# The network options of an Educated-DIP init (besides width and depth).
+EDUCATED_NETWORK = {
+    "input": "image",
+    "residual": True,
+    "norm": "none",
+    "noise_channels": 0,
+    "noise_level": True,
+}
+
+
+def educated_init(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
+    """An untrained Educated-DIP init for ``cfg``: residual image-input network, and the
+    fine-tune rule (``cfg.rule`` at ``cfg.inner_lr`` for ``cfg.steps`` steps)."""
+    init = MetaInit.random(
+        cfg.channels,
+        width=cfg.width,
+        depth=cfg.depth,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        rule=cfg.rule,
+        lr=cfg.inner_lr,
+        momentum=cfg.momentum,
+        tv_weight=cfg.tv_weight,
+        num_fourier=0,
+        dtype=dtype,
+        network=EDUCATED_NETWORK,
+    )
+    return replace(init, jitter=0.0, ema=0.0)
+
+
+def _pairs(
+    config: NetConfig,
+    patches: torch.Tensor,
+    tasks: TaskSampler,
+    mono_fraction: float,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network inputs ``Aᵀy`` and targets x ``(B, C, H, W)`` for clean ``patches``. A
+    ``mono_fraction`` of them are made gray (channel mean), measured as 1-channel images
+    and repeated to C channels, as ``reconstruct`` feeds gray images to a colour init."""
+    c = patches.shape[1]
+    guides, targets = [], []
+    for x in patches:
+        if mono_fraction > 0 and float(torch.rand((), generator=gen)) < mono_fraction:
+            x = x.mean(dim=0, keepdim=True)
+        _, op, y = tasks.make(x, gen)
+        guides.append(guide_input(config, op, y[None]))
+        targets.append(x.expand(c, -1, -1))
+    return torch.cat(guides), torch.stack(targets)
+
+
+def _pretrained_psnr(net: torch.nn.Module, config: NetConfig, tasks: list) -> float:
+    """Mean PSNR of the pretrained network alone (no fine-tuning) on ``tasks``."""
+    with torch.no_grad():
+        total = 0.0
+        for x, op, y in tasks:
+            total += psnr(net(guide_input(config, op, y[None]))[0].clamp(0, 1), x)
+    return total / len(tasks)
+
+
+def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Runs (or resumes) Educated-DIP pretraining as configured; see the module docstring."""
+    run = open_run(cfg, resume)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+
+    train_images, val_images = load_images(cfg.data, cfg.channels, cfg.val_fraction, cfg.seed)
+    sampler = PatchSampler(train_images, cfg.patch)
+    task_sampler = TaskSampler(cfg.tasks, tuple(cfg.sigma), tuple(cfg.ratio))
+    held_out = val_tasks(cfg, val_images or train_images, dtype, device)
+
+    init = educated_init(cfg, dtype).to(device)
+    net = build_network(init.config).to(device=device, dtype=dtype)
+    net.load_state_dict(init.weights)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt = run.checkpoint
+    if ckpt is not None:
+        net.load_state_dict(ckpt["tensors"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+    else:
+        torch.manual_seed(cfg.seed)
+
+    def current() -> MetaInit:
+        weights = {k: v.detach().clone() for k, v in net.named_parameters()}
+        return replace(init, weights=weights)
+
+    last = next((r for r in reversed(run.records) if "val_meta" in r), {})
+    val_meta, val_pre = last.get("val_meta"), last.get("val_pretrained")
+
+    def validate(step: int) -> None:
+        nonlocal val_meta, val_pre
+        val_pre = _pretrained_psnr(net, init.config, held_out)
+        val_meta = evaluate(current(), held_out, cfg.steps)
+        run.log({"step": step, "val_pretrained": val_pre, "val_meta": val_meta})
+
+    def save(step: int) -> None:
+        meta = {
+            "source": "metadip train --method educated",
+            "outer_step": step,
+            "train_config": asdict(cfg),
+            "val_psnr_pretrained": val_pre,
+            "val_psnr_meta": val_meta,
+        }
+        replace(current(), metadata=meta).save(run.init_path)
+        run.save(
+            {
+                "step": step,
+                "tensors": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+        )
+
+    if run.start == 0:
+        validate(0)
+    bar = tqdm(
+        range(run.start + 1, cfg.outer_steps + 1),
+        initial=run.start,
+        total=cfg.outer_steps,
+        desc="pretraining",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    step = run.start
+    window: list[float] = []
+    t0 = time.perf_counter()
+    try:
+        for s in bar:
+            for group in opt.param_groups:
+                group["lr"] = cfg.outer_lr_at(s)
+            patches = sampler.sample(cfg.meta_batch, gen).to(dtype)
+            guide, x = _pairs(init.config, patches, task_sampler, cfg.mono_fraction, gen)
+            diff = net(guide.to(device)) - x.to(device)
+            loss = diff.pow(2).mean() if cfg.loss == "l2" else diff.abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            window.append(float(loss.detach()))
+            step = s
+            # One log line per 100 steps: the mean loss over them, not every step's noise.
+            if s % 100 == 0 or s == cfg.outer_steps:
+                run.log(
+                    {
+                        "step": s,
+                        "loss": sum(window) / len(window),
+                        "lr": cfg.outer_lr_at(s),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                window, t0 = [], time.perf_counter()
+            if s % cfg.val_every == 0 or s == cfg.outer_steps:
+                validate(s)
+            if s % cfg.ckpt_every == 0 or s == cfg.outer_steps:
+                save(s)
+            if val_meta is not None:
+                bar.set_postfix(val=f"{val_pre:.2f}/{val_meta:.2f} dB (pretrained/+{cfg.steps})")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: saving a checkpoint at step {step}", file=sys.stderr)
+        save(step)
+        return TrainResult(run.init_path, step, val_meta, None, interrupted=True)
+    bar.close()
+    save(step)
+    final = current()
+    points = sorted(set(log_points(cfg.plot_steps)) | {cfg.steps})
+    curves = {f"educated init ({step} steps), fine-tuned": psnr_curve(final, held_out, points)}
+    plot_curves(run.plot_path, curves, title=f"validation PSNR, {cfg.val_patches} held-out patches")
+    run.log({"step": step, "curves": curves})
+    return TrainResult(run.init_path, step, val_meta, None)

@@ -1,0 +1,16 @@
+"""One entry point for every training method."""
+
+from __future__ import annotations
+
+from metadip.train.common import TrainResult
+from metadip.train.config import TrainConfig
+from metadip.train.educated import train_educated
+from metadip.train.maml import train_maml
+
+__all__ = ["train"]
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Runs (or, with ``resume``, continues) ``cfg.method`` into ``cfg.out``."""
+    loop = train_educated if cfg.method == "educated" else train_maml
+    return loop(cfg, resume=resume, progress=progress)

@@ -1,0 +1,192 @@
+"""Educated DIP: the image-input network, its guide, pretraining and reconstruction."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metadip.api import reconstruct
+from metadip.cli import main
+from metadip.init import MetaInit
+from metadip.inner import fit, guide_input, prepare
+from metadip.networks import NetConfig, build_network
+from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval, Stacked
+from metadip.train import TrainConfig
+from metadip.train.config import METHODS
+
+F64 = torch.float64
+GUIDED = {"input": "image", "residual": True, "norm": "none", "noise_channels": 0}
+
+
+def guided_init(channels: int = 3, noise_level: bool = True, steps: int = 3) -> MetaInit:
+    init = MetaInit.random(
+        channels,
+        width=6,
+        depth=2,
+        steps=steps,
+        rule="adam",
+        lr=1e-3,
+        num_fourier=0,
+        dtype=F64,
+        network={**GUIDED, "noise_level": noise_level},
+    )
+    return init
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        big = np.kron(rng.random((6, 6, 3)), np.ones((8, 8, 1)))
+        a = (255 * (0.7 * big + 0.3 * rng.random((48, 48, 3)))).astype(np.uint8)
+        Image.fromarray(a).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_config_rejects_guide_options_without_an_image_input():
+    with pytest.raises(ValueError, match="need input='image'"):
+        NetConfig(residual=True)
+    with pytest.raises(ValueError, match="need input='image'"):
+        NetConfig(noise_level=True)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        NetConfig(norm="batch")
+    with pytest.raises(ValueError, match="skip network"):
+        NetConfig(kind="siren", input="image")
+
+
+def test_residual_network_starts_as_the_identity_on_its_guide():
+    cfg = NetConfig(out_channels=3, width=8, depth=2, num_fourier=0, **GUIDED, noise_level=True)
+    assert cfg.in_channels == 4 and cfg.guide_channels == 4
+    net = build_network(cfg).double()
+    x = torch.rand(2, 4, 16, 16, dtype=F64)
+    torch.testing.assert_close(net(x), x[:, :3])
+    # No normalization layers: scaling the input scales the features (no lost intensity).
+    assert not any("norm" in type(m).__name__.lower() for m in net.modules())
+
+
+def test_guide_is_the_adjoint_with_a_noise_level_map():
+    cfg = guided_init().config
+    op = CompressiveSensing((3, 8, 8), ratio=0.5, sigma=0.1, seed=0).to(dtype=F64)
+    y = op.measure(torch.rand(3, 8, 8, dtype=F64), torch.Generator().manual_seed(0))[None]
+    g = guide_input(cfg, op, y)
+    assert g.shape == (1, 4, 8, 8)
+    torch.testing.assert_close(g[:, :3], op.adjoint(y))
+    assert torch.all(g[:, 3] == 0.1)
+
+
+def test_gray_guide_is_repeated_to_the_colour_channels():
+    cfg = guided_init().config
+    ops = Stacked([Denoise((1, 8, 8), 0.1), Denoise((1, 8, 8), 0.2)])
+    y = torch.rand(2, 1, 8, 8, dtype=F64)
+    g = guide_input(cfg, ops, y)
+    assert g.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(g[:, :3], y.expand(-1, 3, -1, -1))
+    assert torch.all(g[0, 3] == 0.1) and torch.all(g[1, 3] == 0.2)
+
+
+def test_nonlinear_operator_is_refused_with_the_reason():
+    op = PhaseRetrieval((3, 8, 8), ratio=0.5, sigma=0.0, seed=0)
+    with pytest.raises(ValueError, match="not linear"):
+        reconstruct(torch.rand(*op.out_shape), op, init=guided_init())
+
+
+def test_prepare_requires_the_guide_and_refuses_it_for_noise_inits():
+    init = guided_init()
+    with pytest.raises(ValueError, match="needs guide"):
+        prepare(init, (3, 8, 8))
+    with pytest.raises(ValueError, match="only used by an init"):
+        prepare(MetaInit.random(3, width=4, depth=2), (3, 8, 8), guide=torch.zeros(1, 4, 8, 8))
+
+
+def test_reconstruct_with_a_guided_init_equals_the_fit_from_its_guide():
+    init = guided_init(steps=3)
+    op = Denoise((3, 16, 16), 0.1)
+    y = torch.rand(3, 16, 16, dtype=F64)
+    rec = reconstruct(y, op, init=init, dtype=F64)
+    params, hyper = prepare(init, op.in_shape, guide=guide_input(init.config, op, y[None]))
+    torch.testing.assert_close(rec.image, fit(params, y[None], op, hyper, 3).image[0])
+    assert not torch.equal(rec.image, y)
+    batch = reconstruct(torch.stack([y, y.flip(-1)]), op, init=init, dtype=F64)
+    torch.testing.assert_close(batch.image[0], rec.image)
+
+
+def test_config_defaults_depend_on_the_method():
+    assert METHODS == ("maml", "educated")
+    assert (TrainConfig().rule, TrainConfig().inner_lr) == ("sgd", 1.0)
+    cfg = TrainConfig(method="educated")
+    assert (cfg.rule, cfg.inner_lr) == ("adam", 1e-4)
+    with pytest.raises(ValueError, match="method must be one of"):
+        TrainConfig(method="reptile")
+    with pytest.raises(ValueError, match="mono_fraction"):
+        TrainConfig(mono_fraction=1.5)
+
+
+def test_cosine_outer_learning_rate():
+    cfg = TrainConfig(outer_steps=101, outer_lr=1e-3, outer_lr_min=1e-5)
+    assert cfg.outer_lr_at(1) == pytest.approx(1e-3)
+    assert cfg.outer_lr_at(51) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert cfg.outer_lr_at(101) == pytest.approx(1e-5)
+    assert TrainConfig(outer_lr=1e-3).outer_lr_at(50) == 1e-3
+    with pytest.raises(ValueError, match="outer_lr_min"):
+        TrainConfig(outer_lr=1e-3, outer_lr_min=1e-2)
+
+
+def _train(images, out, *extra: str) -> int:
+    args = [
+        "train",
+        "--no-progress",
+        "--method=educated",
+        f"--data={images}",
+        "--width=4",
+        "--depth=2",
+        "--patch=16",
+        "--steps=2",
+        "--meta-batch=3",
+        "--val-patches=1",
+        "--val-every=4",
+        "--ckpt-every=2",
+        "--plot-steps=2",
+        "--val-fraction=0.25",
+        "--sigma=10,40",
+        "--mono-fraction=0.5",
+        "--threads=1",
+        f"--out={out}",
+    ]
+    return main(args + list(extra))
+
+
+def test_pretraining_writes_a_loadable_init_and_resumes_exactly(images, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train(images, straight, "--outer-steps=6") == 0
+    assert _train(images, split, "--outer-steps=4") == 0
+    assert _train(images, split, "--outer-steps=6", "--resume") == 0
+    a = MetaInit.load(straight / "init.safetensors")
+    b = MetaInit.load(split / "init.safetensors")
+    for k in a.weights:
+        torch.testing.assert_close(a.weights[k], b.weights[k], rtol=0, atol=0)
+    assert a.config.guided and a.config.residual and a.config.noise_level
+    assert a.rule == "adam" and a.steps == 2
+    assert math.isclose(float(a.log_lr.exp()[0, 0]), 1e-4, rel_tol=1e-6)
+    assert a.metadata["source"] == "metadip train --method educated"
+    recs = [json.loads(s) for s in (straight / "log.jsonl").read_text().splitlines()]
+    vals = [r for r in recs if "val_pretrained" in r]
+    assert [r["step"] for r in vals] == [0, 4, 6]
+    assert (straight / "convergence.png").is_file()
+    # The init reconstructs colour and gray images.
+    x = torch.rand(3, 16, 16)
+    assert reconstruct(x, Denoise((3, 16, 16), 0.1), init=a).image.shape == (3, 16, 16)
+    assert reconstruct(x[:1], Denoise((1, 16, 16), 0.1), init=a).image.shape == (1, 16, 16)
+
+
+def test_pretraining_lowers_the_training_loss(images, tmp_path):
+    out = tmp_path / "run"
+    assert _train(images, out, "--outer-steps=200", "--outer-lr=3e-3", "--val-every=200") == 0
+    recs = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in recs if "loss" in r]
+    assert len(losses) == 2 and losses[1] < 0.7 * losses[0]
