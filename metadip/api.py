@@ -172,7 +172,8 @@ def reconstruct(
     dev = torch.device(device) if device is not None else t.device
     use_graph = _use_graph(graph, dev, callback)
     op_dev = op.to(device=dev, dtype=dtype)
-    meta = load_init(init, channels=op.in_shape[0], seed=seed).to(device=dev, dtype=dtype)
+    meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
+    meta = meta.to(device=dev, dtype=dtype)
     if meta.config.guided:
         check_guide_operator(op)
     n_steps = meta.steps if steps is None else steps

@@ -23,10 +23,13 @@ from torch import Tensor
 
 from metadip.networks import NetConfig, build_network
 
-__all__ = ["DEFAULT_INIT_NAME", "MetaInit", "default_init_path", "load_init"]
+__all__ = ["DEFAULT_INIT_NAME", "TASK_DEFAULTS", "MetaInit", "default_init_path", "load_init"]
 
 FORMAT = "metadip-init/1"
 DEFAULT_INIT_NAME = "default.safetensors"
+# Shipped inits made for one kind of problem (an operator's ``task``), in metadip/weights;
+# every other task uses DEFAULT_INIT_NAME.
+TASK_DEFAULTS: dict[str, str] = {}
 RULES = ("sgd", "adam")
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
@@ -263,16 +266,22 @@ class MetaInit:
         return init.to(device) if device is not None else init
 
 
-def default_init_path() -> Path:
-    """Where the shipped default initialization lives (it may not exist)."""
-    return Path(str(resources.files("metadip") / "weights" / DEFAULT_INIT_NAME))
+def default_init_path(task: str | None = None) -> Path:
+    """Where the shipped default initialization for an operator's ``task`` lives (it may
+    not exist): its own file when ``TASK_DEFAULTS`` has one, else the general default."""
+    name = TASK_DEFAULTS.get(task or "", DEFAULT_INIT_NAME)
+    return Path(str(resources.files("metadip") / "weights" / name))
 
 
 def load_init(
-    name_or_path: str | Path | MetaInit, channels: int | None = None, seed: int = 0
+    name_or_path: str | Path | MetaInit,
+    channels: int | None = None,
+    seed: int = 0,
+    task: str | None = None,
 ) -> MetaInit:
-    """Resolves ``"default"``, ``"random"`` (vanilla DIP with weights from ``seed``; needs
-    ``channels``), a path or a MetaInit."""
+    """Resolves ``"default"`` (the shipped init for ``task``, see ``default_init_path``),
+    ``"random"`` (vanilla DIP with weights from ``seed``; needs ``channels``), a path or a
+    MetaInit."""
     if isinstance(name_or_path, MetaInit):
         return name_or_path
     if name_or_path == "random":
@@ -280,7 +289,7 @@ def load_init(
             raise ValueError("init='random' needs the number of image channels")
         return MetaInit.random(channels, steps=VANILLA["steps"], seed=seed, rule="adam")
     if name_or_path == "default":
-        path = default_init_path()
+        path = default_init_path(task)
         if not path.is_file():
             raise FileNotFoundError(
                 "no trained default initialization is installed with this copy of metadip "

@@ -136,7 +136,9 @@ def _conv_block(
             kernel,
             stride=stride,
             padding=pad,
-            padding_mode="reflect",
+            # A 1x1 convolution pads nothing, but torch still copies the input through
+            # reflection_pad2d (and back) in reflect mode: "zeros" is the same maths, free.
+            padding_mode="reflect" if pad > 0 else "zeros",
             groups=groups,
         ),
         _norm(cout * groups, norm),

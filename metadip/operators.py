@@ -65,9 +65,14 @@ def _check_sigma(sigma: float) -> float:
 
 
 class Operator:
-    """Base class: a forward model with explicit shapes and a Gaussian noise model."""
+    """Base class: a forward model with explicit shapes and a Gaussian noise model.
+
+    ``task`` names the kind of problem (``"denoise"``, ``"cs"``, ``"pr"``, ...; ``"custom"``
+    for wrapped callables): ``init="default"`` picks the shipped init for it.
+    """
 
     linear: bool = False
+    task: str = "custom"
 
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], sigma: float = 0.0):
         self.in_shape: Shape = tuple(int(s) for s in in_shape)
@@ -136,6 +141,7 @@ def _randn_like(t: Tensor, generator: torch.Generator | None) -> Tensor:
 class Denoise(Operator):
     """Identity forward model with additive Gaussian noise: ``y = x + sigma e``."""
 
+    task = "denoise"
     linear = True
 
     def __init__(self, shape: Sequence[int], sigma: float):
@@ -233,6 +239,7 @@ class CompressiveSensing(_MatrixOperator):
     ``op.A`` ``(m, n)``.
     """
 
+    task = "cs"
     linear = True
 
     @property
@@ -266,6 +273,7 @@ class PhaseRetrieval(_MatrixOperator):
     ``m``, ``channelwise`` and ``storage``.
     """
 
+    task = "pr"
     complex = True
 
     @property
@@ -308,6 +316,7 @@ class Inpainting(Operator):
     or ``"center"`` for the centre third. ``out_shape == in_shape``.
     """
 
+    task = "inpaint"
     linear = True
 
     def __init__(
@@ -388,6 +397,7 @@ class Blur(Operator):
     pixels; the adjoint is the transposed convolution, so ⟨Ax, y⟩ = ⟨x, Aᵀy⟩ exactly.
     """
 
+    task = "blur"
     linear = True
 
     def __init__(
@@ -431,6 +441,7 @@ class SuperResolution(Operator):
     H and W must be multiples of ``factor``; ``out_shape = (C, H/factor, W/factor)``.
     """
 
+    task = "sr"
     linear = True
 
     def __init__(self, shape: Sequence[int], factor: int, sigma: float = 0.0):
@@ -571,6 +582,7 @@ class Stacked(Operator):
                 )
         self.ops = ops
         self.linear = all(o.linear for o in ops)
+        self.task = first.task if all(o.task == first.task for o in ops) else "custom"
         super().__init__(first.in_shape, first.out_shape, max(o.sigma for o in ops))
 
     def _items(self, t: Tensor, what: str) -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from metadip import meta
 from metadip.init import MetaInit
 from metadip.meta import meta_gradient, meta_names, outer_loss
 from metadip.tasks import make_operator
@@ -200,3 +201,21 @@ def test_bad_arguments_raise_clear_errors():
         meta_gradient(replace(init, rule="adam"), tasks, 2)
     with pytest.raises(ValueError, match="ema must be 0"):
         meta_gradient(replace(init, ema=0.9), tasks, 2)
+
+
+def test_auto_mode_is_exact_and_plans_from_the_memory_available(monkeypatch):
+    init, tasks = _init(6), _tasks()
+    _, ref = meta_gradient(init, tasks, 6, mode="unrolled")
+    _, got = meta_gradient(init, tasks, 6, mode="auto")
+    _assert_close(got, ref)
+    task = meta._check_tasks(tasks, init)[0]
+    per_step = meta.step_graph_bytes(init, task)
+    assert per_step > 0
+    assert meta.plan(init, task, 6) == ("unrolled", 6)
+    # Room for about 5 steps' graph: checkpointed, with segments that fit.
+    room = 5 * meta.BACKWARD_FACTOR * per_step / meta.MEMORY_SHARE
+    monkeypatch.setattr(meta, "available_memory", lambda device: room)
+    assert meta.plan(init, task, 100) == ("checkpointed", 10)
+    assert meta.plan(init, task, 9) == ("checkpointed", 5)
+    _, tight = meta_gradient(init, tasks, 6, mode="auto")
+    _assert_close(tight, ref)

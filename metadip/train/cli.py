@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "mono_fraction": "educated: share of training pairs made gray (serves 1-channel images)",
         "network": "skip (DIP U-Net) or siren (coordinate network, for MetaSIREN)",
         "steps": "inner steps T",
-        "segment": "steps per checkpointed segment (0: ceil(sqrt(T)))",
+        "segment": "steps per checkpointed segment (0: ceil(sqrt(T)); auto plans its own)",
         "mode": "meta-gradient: " + " | ".join(MODES),
         "meta_batch": "tasks per outer step",
         "outer_lr": "Adam learning rate of the weights (educated: of the network)",

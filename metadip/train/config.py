@@ -44,6 +44,8 @@ POSITIVE = (
     "plot_steps",
 )
 RESUMABLE = {
+    "mode",
+    "segment",
     "outer_steps",
     "outer_lr_min",
     "val_every",
@@ -83,8 +85,8 @@ class TrainConfig:
     tv_weight: float = 0.0
     fourier_scale: float = 2.0
     # meta-gradient
-    mode: str = "checkpointed"
-    segment: int = 0  # 0: ⌈√steps⌉
+    mode: str = "auto"
+    segment: int = 0  # 0: ⌈√steps⌉ (auto: planned from the memory available)
     loss: str = "l2"
     frozen: list[str] = field(default_factory=list)
     # warm start: an init file (same network) whose weights and hyper-parameters start training
