@@ -1,32 +1,57 @@
-"""ms per inner step of the default network (the baseline later kernels and graphs beat).
+"""One fitting step at 128×128 against the compute floor.
 
-pytest benchmarks/bench_inner.py --benchmark-json=benchmarks/results/inner-cpu.json
+    METADIP_BENCH_THREADS=2 pytest benchmarks/bench_inner.py \\
+        --benchmark-json=benchmarks/results/<date>-cpu-inner.json
+
+Networks: the shipped default's (noise input, instance norm, width 32, depth 4) and an
+Educated-DIP one of the same size (image input, residual, no normalization); rules: the
+momentum-SGD meta-rule and Adam. ``extra_info``: ms per step, GFLOP per step (counted
+with ``torch.utils.flop_counter``), the fp32 matmul rate measured in the same process,
+the achieved GFLOP/s and the ratio to the floor (FLOPs / matmul rate), with the thread
+count, commit and load average.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from benchmarks.conftest import devices, environment, sync
+from benchmarks.conftest import devices, environment, matmul_rate, step_flops, sync
 from metadip.init import MetaInit
-from metadip.inner import init_state, prepare, step
+from metadip.inner import guide_input, init_state, prepare, step
 from metadip.operators import Denoise
+
+SIZE = 128
+THREADS = int(os.environ.get("METADIP_BENCH_THREADS", "0"))
+EDUCATED = {"input": "image", "residual": True, "norm": "none", "noise_channels": 0}
+NETWORKS = {
+    "dip": {},
+    "educated": {"num_fourier": 0, "network": {**EDUCATED, "noise_level": True}},
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    if THREADS:
+        torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("rule", ["sgd", "adam"])
-@pytest.mark.parametrize("size", [64, 128])
-def test_inner_step(benchmark, size, rule, device):
-    init = MetaInit.random(3, steps=1, rule=rule).to(device)
-    op = Denoise((3, size, size), 25 / 255)
-    y = torch.rand(1, 3, size, size, device=device)
-    params, hyper = prepare(init, op.in_shape)
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_inner_step(benchmark, network, rule, device):
+    init = MetaInit.random(3, width=32, depth=4, steps=1, rule=rule, **NETWORKS[network])
+    init = init.to(device)
+    op = Denoise((3, SIZE, SIZE), 25 / 255)
+    y = torch.rand(1, 3, SIZE, SIZE, device=device)
+    guide = guide_input(init.config, op, y) if init.config.guided else None
+    params, hyper = prepare(init, op.in_shape, guide=guide)
     state = init_state(params, hyper)
-    benchmark.group = f"inner-step-{size}"
-    benchmark.extra_info.update(
-        environment(device), shape=[3, size, size], rule=rule, network="skip 5x128 (default)"
-    )
 
     def one_step():
         out = step(params, state, y, op, hyper, 0)
@@ -34,4 +59,19 @@ def test_inner_step(benchmark, size, rule, device):
         return out
 
     one_step()
-    benchmark.pedantic(one_step, rounds=10, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(one_step, rounds=20, iterations=1, warmup_rounds=3)
+    seconds = benchmark.stats.stats.median
+    flops = step_flops(init, op, y)
+    rate = matmul_rate(device)
+    benchmark.group = f"inner-step-{SIZE}"
+    benchmark.extra_info.update(
+        environment(device),
+        shape=[3, SIZE, SIZE],
+        rule=rule,
+        network=f"{network} skip 4x32",
+        ms_per_step=1e3 * seconds,
+        gflop_per_step=flops / 1e9,
+        gflops=flops / seconds / 1e9,
+        matmul_gflops=rate / 1e9,
+        floor_ratio=seconds / (flops / rate),
+    )

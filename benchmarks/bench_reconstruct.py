@@ -18,61 +18,26 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 
 import pytest
 import torch
 from torch.func import functional_call, grad, vmap
-from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.conftest import devices, environment, sync
+from benchmarks.conftest import devices, environment, matmul_rate, step_flops, sync
 from metadip import reconstruct
 from metadip.functional import tv_ref
 from metadip.init import load_init
-from metadip.inner import init_state, prepare, step
+from metadip.inner import prepare
 from metadip.networks import network_input
-from metadip.operators import PhaseRetrieval
 from metadip.tasks import make_operator
 
 SIZE, STEPS = 128, 50
 TASKS = {"denoise": {"sigma": 25 / 255}, "cs": {"ratio": 0.25}, "pr": {"ratio": 0.25}}
 BATCHES = [int(b) for b in os.environ.get("METADIP_BENCH_BATCHES", "1,8,32").split(",")]
-_RATES: dict[str, float] = {}
 
 
 def _init(device):
     return load_init(os.environ.get("METADIP_BENCH_INIT", "default"), channels=3).to(device)
-
-
-def matmul_rate(device: str) -> float:
-    """Measured fp32 matmul FLOP/s on ``device`` (best of 5)."""
-    if device not in _RATES:
-        n = 4096 if device == "cuda" else 1024
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-        best = float("inf")
-        for _ in range(5):
-            sync(device)
-            t0 = time.perf_counter()
-            a @ b
-            sync(device)
-            best = min(best, time.perf_counter() - t0)
-        _RATES[device] = 2 * n**3 / best
-    return _RATES[device]
-
-
-def step_flops(meta, op, y) -> int:
-    """FLOPs of one fitting step for the batch ``y``: B × one problem's (the flop counter
-    over-counts the backward of grouped convolutions). The phase-retrieval measurement
-    is a custom op the counter cannot see; its two real m×n products per channel are
-    added by hand, forward and backward (≈ 3 × 4mn per channel)."""
-    params, hyper = prepare(meta, op.in_shape, batch=1, steps=1)
-    with FlopCounterMode(display=False) as counter:
-        step(params, init_state(params, hyper), y[:1], op, hyper, 0)
-    flops = counter.get_total_flops()
-    if isinstance(op, PhaseRetrieval):
-        m, n = op.a_real.shape[-2:]
-        flops += 3 * 4 * m * n * op.in_shape[0]
-    return flops * y.shape[0]
 
 
 def vmap_fit(meta, op, ys, steps):

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from metadip.inner import guide_input, init_state, prepare, step
+from metadip.operators import PhaseRetrieval
+
+_RATES: dict[str, float] = {}
 
 
 def devices() -> list:
@@ -29,6 +38,52 @@ def environment(device: str) -> dict:
         "device_name": name or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "commit": _commit(),
         # The machine may be shared: the load average says how much to trust a CPU time.
         "loadavg_1min": os.getloadavg()[0],
     }
+
+
+def _commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "diff", "--quiet"], cwd=root).returncode != 0
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def matmul_rate(device: str) -> float:
+    """Measured fp32 matmul FLOP/s on ``device`` at the current thread count (best of 5)."""
+    key = f"{device}/{torch.get_num_threads()}"
+    if key not in _RATES:
+        n = 4096 if device == "cuda" else 1024
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        best = float("inf")
+        for _ in range(5):
+            sync(device)
+            t0 = time.perf_counter()
+            a @ b
+            sync(device)
+            best = min(best, time.perf_counter() - t0)
+        _RATES[key] = 2 * n**3 / best
+    return _RATES[key]
+
+
+def step_flops(meta, op, y) -> int:
+    """FLOPs of one fitting step for the batch ``y``: B × one problem's (the flop counter
+    over-counts the backward of grouped convolutions). The phase-retrieval measurement
+    is a custom op the counter cannot see; its two real m×n products per channel are
+    added by hand, forward and backward (≈ 3 × 4mn per channel)."""
+    guide = guide_input(meta.config, op, y[:1]) if meta.config.guided else None
+    params, hyper = prepare(meta, op.in_shape, batch=1, steps=1, guide=guide)
+    with FlopCounterMode(display=False) as counter:
+        step(params, init_state(params, hyper), y[:1], op, hyper, 0)
+    flops = counter.get_total_flops()
+    if isinstance(op, PhaseRetrieval):
+        m, n = op.a_real.shape[-2:]
+        flops += 3 * 4 * m * n * op.in_shape[0]
+    return flops * y.shape[0]

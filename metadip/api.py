@@ -16,7 +16,14 @@ from torch import Tensor
 
 from metadip import graphs
 from metadip.init import MetaInit, load_init
-from metadip.inner import StepInfo, check_guide_operator, fit, guide_input, prepare
+from metadip.inner import (
+    StepInfo,
+    check_guide_operator,
+    check_loss,
+    fit,
+    guide_input,
+    prepare,
+)
 from metadip.operators import Operator, Stacked, as_operator
 
 __all__ = ["Reconstruction", "reconstruct"]
@@ -176,6 +183,7 @@ def reconstruct(
     meta = meta.to(device=dev, dtype=dtype)
     if meta.config.guided:
         check_guide_operator(op)
+    check_loss(meta.loss, op)
     n_steps = meta.steps if steps is None else steps
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]

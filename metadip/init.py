@@ -31,6 +31,9 @@ DEFAULT_INIT_NAME = "default.safetensors"
 # every other task uses DEFAULT_INIT_NAME.
 TASK_DEFAULTS: dict[str, str] = {}
 RULES = ("sgd", "adam")
+# Inner losses: the data fit, or (denoising with an image-input network) Stein's unbiased
+# estimate of the error to the clean image.
+LOSSES = ("mse", "sure")
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
 VANILLA = {"lr": 0.01, "jitter": 1.0 / 30.0, "ema": 0.99, "steps": 1000}
@@ -44,6 +47,8 @@ class MetaInit:
     (P = len(weights), in ``weights`` order); ``rule``: ``"sgd"`` (momentum SGD,
     the meta-learned rule) or ``"adam"`` (vanilla DIP). ``jitter`` is the std of
     the input noise added each step, ``ema`` the output averaging factor (0 = off).
+    ``loss``: what the steps minimize, ``"mse"`` (the data fit) or ``"sure"``
+    (denoising only, image-input networks: see ``metadip.inner.sure_term``).
     """
 
     config: NetConfig
@@ -57,11 +62,19 @@ class MetaInit:
     rule: str = "sgd"
     jitter: float = 0.0
     ema: float = 0.0
+    loss: str = "mse"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.loss == "sure" and not self.config.guided:
+            raise ValueError(
+                "loss 'sure' needs a network whose output depends on y (input='image'); "
+                "a noise-input DIP gives SURE a zero divergence"
+            )
         if self.log_lr.dim() != 2 or self.log_lr.shape[1] != len(self.weights):
             raise ValueError(
                 f"log_lr must be (steps, {len(self.weights)}) for {len(self.weights)} parameter "
@@ -196,6 +209,7 @@ class MetaInit:
             "format": FORMAT,
             "config": json.dumps(self.config.to_dict()),
             "rule": self.rule,
+            "loss": self.loss,
             "z_seed": str(self.z_seed),
             "jitter": repr(self.jitter),
             "ema": repr(self.ema),
@@ -230,6 +244,7 @@ class MetaInit:
             meta = json.loads(header.get("metadata", "{}"))
             kw = {
                 "rule": header["rule"],
+                "loss": header.get("loss", "mse"),
                 "z_seed": int(header["z_seed"]),
                 "jitter": float(header["jitter"]),
                 "ema": float(header["ema"]),

@@ -6,7 +6,9 @@ so it can run eagerly, be captured in a CUDA graph, or be differentiated
 through with ``hyper.create_graph=True``. There is exactly one implementation.
 
 Loss per image b (summed over the batch, so items stay independent):
-``L_b = mean_i (op(x_b) - y_b)_i^2 + tv_weight * tv(x_b) / (C·H·W)`` with ``x = f_θ(z)``.
+``L_b = mean_i (op(x_b) - y_b)_i^2 + tv_weight * tv(x_b) / (C·H·W)`` with ``x = f_θ(z)``;
+with ``loss="sure"`` (denoising, image-input networks) the gradient is that of
+Stein's unbiased risk estimate instead (``sure_term``).
 
 A batch of B images is fitted either by one network (``groups = 1``: one set of
 parameters, the meta-training case) or by B independent networks in one pass
@@ -33,6 +35,7 @@ from metadip.networks import NetConfig, build_network, coordinate_grid, network_
 __all__ = [
     "FitResult",
     "check_guide_operator",
+    "check_loss",
     "Hyper",
     "StepInfo",
     "Trace",
@@ -41,11 +44,13 @@ __all__ = [
     "guide_input",
     "init_state",
     "item_losses",
+    "noise_levels",
     "output",
     "prepare",
     "run_loop",
     "finish",
     "step",
+    "sure_term",
     "with_guide",
 ]
 
@@ -68,6 +73,8 @@ class Hyper:
     ``lr_scale``: a factor on every rate, a float or one per problem ``(B,)``.
     ``mono``: a colour network fitting 1-channel images: its output channels are
     averaged (and a guide image is repeated to the network's channels).
+    ``loss``: ``"mse"`` or ``"sure"``; ``sure_eps``: the finite-difference step of
+    SURE's Monte-Carlo divergence.
     """
 
     net: nn.Module
@@ -87,6 +94,8 @@ class Hyper:
     groups: int = 1
     create_graph: bool = False
     mono: bool = False
+    loss: str = "mse"
+    sure_eps: float = 1e-3
     generator: torch.Generator | None = None
     # First-order meta-gradients: keep the update's graph (θ, m, lr, momentum) but treat
     # the inner gradient g as a constant (no Hessian terms). Only read with create_graph.
@@ -134,6 +143,41 @@ def item_losses(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
     return fit + hyper.tv_weight * reg
 
 
+def noise_levels(op: Any, batch: int, like: Tensor) -> Tensor:
+    """Each problem's noise std ``(B,)``: one value per operator of a ``Stacked`` batch."""
+    ops = getattr(op, "ops", None) or [op] * batch
+    return torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=like.dtype, device=like.device)
+
+
+def check_loss(loss: str, op: Any) -> None:
+    """Raises unless ``op`` suits the inner ``loss``: SURE needs denoising with noise."""
+    if loss == "sure" and (getattr(op, "task", None) != "denoise" or not op.sigma > 0):
+        raise ValueError(
+            f"this initialization fits with loss 'sure' (Stein's unbiased risk estimate), "
+            f"which needs a denoising operator with sigma > 0; got {type(op).__name__} "
+            f"(task {getattr(op, 'task', None)!r}, sigma {getattr(op, 'sigma', None)})"
+        )
+
+
+def sure_term(params: Params, hyper: Hyper, inp: Tensor, x: Tensor, y: Tensor, op: Any) -> Tensor:
+    """What turns the data fit into SURE, per image ``(B,)``:
+    ``SURE_b = mean((x_b − y_b)²) − σ² + 2σ² div_y f(y)_b / n``, an unbiased estimate of
+    ``mean((x_b − x_true)²)`` for ``y = x_true + σ e``, so minimizing it does not fit the
+    noise. The divergence is estimated with one probe ``v ~ N(0, I)``:
+    ``div ≈ vᵀ(f(y + ε v) − f(y)) / ε``, ``y`` entering as the guide's image channels."""
+    g = hyper.generator
+    probe = torch.randn(
+        (1, *y.shape[1:]), generator=g, dtype=y.dtype, device=g.device if g else y.device
+    ).to(y.device)
+    c = hyper.config.out_channels
+    shift = torch.zeros_like(inp)
+    shift[:, :c] = hyper.sure_eps * probe.expand(-1, c, -1, -1)
+    moved = _apply(params, hyper, inp + shift)
+    div = (probe * (moved - x)).flatten(1).sum(dim=1) / hyper.sure_eps
+    sigma2 = noise_levels(op, x.shape[0], x).pow(2)
+    return -sigma2 + 2 * sigma2 * div / x[0].numel()
+
+
 def data_loss(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
     """``Σ_b item_losses(x, y)_b``: a scalar whose gradient leaves the items independent."""
     return item_losses(x, y, op, hyper).sum()
@@ -151,7 +195,8 @@ def step(
     params: Params, state: State, y: Tensor, op: Any, hyper: Hyper, t: int
 ) -> tuple[Params, State, Tensor]:
     """One fitting step at step index ``t``; returns new params, new state and the loss
-    of each image ``(B,)`` at the *incoming* params (detached).
+    of each image ``(B,)`` at the *incoming* params (detached; the data fit, also when
+    the gradient is SURE's, whose value is near zero and noisy).
 
     sgd:  m ← μ m + g;  θ ← θ − lr[t] m.
     adam: m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr[t] m̂ / (√v̂ + ε).
@@ -166,9 +211,13 @@ def step(
         else:
             leaves = [p.detach().requires_grad_() for p in params.values()]
         current = dict(zip(names, leaves, strict=True))
-        x = _apply(current, hyper, _net_input(hyper, jitter=True))
+        inp = _net_input(hyper, jitter=True)
+        x = _apply(current, hyper, inp)
         losses = item_losses(x, y, op, hyper)
-        grads = torch.autograd.grad(losses.sum(), leaves, create_graph=second_order)
+        objective = losses
+        if hyper.loss == "sure":
+            objective = losses + sure_term(current, hyper, inp, x, y, op)
+        grads = torch.autograd.grad(objective.sum(), leaves, create_graph=second_order)
 
     row = min(t, hyper.lr.shape[0] - 1)
     lrs = hyper.lr[row]
@@ -238,9 +287,7 @@ def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
         g = g.expand(-1, config.out_channels, -1, -1)
     if not config.noise_level:
         return g
-    ops = getattr(op, "ops", None) or [op] * g.shape[0]
-    sigma = torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=g.dtype, device=g.device)
-    level = sigma.view(-1, 1, 1, 1).expand(-1, 1, *g.shape[2:])
+    level = noise_levels(op, g.shape[0], g).view(-1, 1, 1, 1).expand(-1, 1, *g.shape[2:])
     return torch.cat([g, level], dim=1)
 
 
@@ -305,7 +352,7 @@ def prepare(
     if steps is not None and steps != init.steps:
         init = init.with_steps(steps)
     gen = None
-    if init.jitter > 0:
+    if init.jitter > 0 or init.loss == "sure":
         gen = torch.Generator(device=device).manual_seed(int(seed))
     hyper = Hyper(
         net=net,
@@ -321,6 +368,7 @@ def prepare(
         groups=batch,
         create_graph=create_graph,
         mono=mono,
+        loss=init.loss,
         generator=gen,
     )
     params = dict(init.weights)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from metadip.api import reconstruct
 from metadip.cli import main
 from metadip.init import MetaInit
-from metadip.inner import fit, guide_input, prepare
+from metadip.inner import _net_input, fit, guide_input, output, prepare, sure_term
 from metadip.networks import NetConfig, build_network
 from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval, Stacked
 from metadip.train import TrainConfig
@@ -190,3 +191,68 @@ def test_pretraining_lowers_the_training_loss(images, tmp_path):
     recs = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
     assert len(losses) == 2 and losses[1] < 0.7 * losses[0]
+
+
+def _sure_init(steps: int = 3) -> MetaInit:
+    init = guided_init(channels=1, steps=steps)
+    return replace(init, loss="sure")
+
+
+def test_sure_divergence_estimate_is_unbiased():
+    init = _sure_init()
+    op = Denoise((1, 8, 8), 0.1)
+    y = torch.rand(1, 1, 8, 8, dtype=F64)
+    # A head that is not zero, so the network is not the identity.
+    weights = {k: v + 0.3 * torch.randn_like(v) for k, v in init.weights.items()}
+    init = replace(init, weights=weights)
+    params, hyper = prepare(init, op.in_shape, guide=guide_input(init.config, op, y))
+    net = lambda yy: output(params, replace(hyper, fixed=guide_input(init.config, op, yy)))  # noqa: E731
+    jac = torch.autograd.functional.jacobian(net, y).reshape(64, 64)
+    exact = float(jac.diagonal().sum())
+    inp = _net_input(hyper, jitter=False)
+    x = net(y)
+    sigma2 = 0.1**2
+    draws = [
+        (float(sure_term(params, hyper, inp, x, y, op)) + sigma2) * 64 / (2 * sigma2)
+        for _ in range(400)
+    ]
+    assert abs(np.mean(draws) - exact) < 0.1 * abs(exact) + 0.5
+
+
+def test_sure_is_the_true_error_for_the_identity():
+    # Zero head: f(y) = y, so SURE = σ² (the error of returning y), whatever the probe.
+    init = _sure_init()
+    op = Denoise((1, 16, 16), 0.2)
+    y = torch.rand(1, 1, 16, 16, dtype=F64)
+    params, hyper = prepare(init, op.in_shape, guide=guide_input(init.config, op, y))
+    inp = _net_input(hyper, jitter=False)
+    x = output(params, hyper)
+    torch.testing.assert_close(x, y)
+    probe = torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(0), dtype=F64)
+    hyper.generator = torch.Generator().manual_seed(0)
+    value = float(sure_term(params, hyper, inp, x, y, op))
+    assert value == pytest.approx(-0.04 + 2 * 0.04 * float(probe.pow(2).mean()), rel=1e-6)
+
+
+def test_sure_needs_denoising_and_an_image_input():
+    with pytest.raises(ValueError, match="zero divergence"):
+        replace(MetaInit.random(1, width=4, depth=2), loss="sure")
+    op = CompressiveSensing((1, 16, 16), ratio=0.5, sigma=0.1, seed=0)
+    with pytest.raises(ValueError, match="needs a denoising operator"):
+        reconstruct(torch.rand(*op.out_shape), op, init=_sure_init())
+    with pytest.raises(ValueError, match="sigma > 0"):
+        reconstruct(torch.rand(1, 16, 16), Denoise((1, 16, 16), 0.0), init=_sure_init())
+    with pytest.raises(ValueError, match="denoising tasks only"):
+        TrainConfig(method="educated", tasks="cs", inner_loss="sure")
+
+
+def test_sure_fit_reports_the_data_fit_and_batches_exactly(tmp_path):
+    init = _sure_init(steps=4)
+    path = init.save(tmp_path / "s.safetensors")
+    assert MetaInit.load(path).loss == "sure"
+    op = Denoise((1, 16, 16), 0.1)
+    y = torch.rand(2, 1, 16, 16, dtype=F64)
+    one = reconstruct(y[1], op, init=init, dtype=F64, seed=3)
+    both = reconstruct(y, op, init=init, dtype=F64, seed=3)
+    torch.testing.assert_close(both.image[1], one.image)
+    assert all(v >= 0 for v in one.losses) and one.restored == []

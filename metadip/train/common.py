@@ -12,7 +12,7 @@ import torch
 
 from metadip.data import PatchSampler, TaskSampler
 from metadip.init import MetaInit
-from metadip.inner import fit, guide_input, prepare
+from metadip.inner import check_loss, fit, guide_input, prepare
 from metadip.metrics import psnr
 from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
 
@@ -32,6 +32,7 @@ __all__ = [
 
 
 def _prepared(init: MetaInit, x: torch.Tensor, op: Any, y: torch.Tensor, steps: int) -> tuple:
+    check_loss(init.loss, op)
     guide = guide_input(init.config, op, y[None]) if init.config.guided else None
     return prepare(init, tuple(x.shape), steps=steps, guide=guide)
 

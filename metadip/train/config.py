@@ -22,6 +22,7 @@ __all__ = ["METHODS", "TrainConfig"]
 # measurement at reconstruction time (Educated DIP).
 METHODS = ("maml", "educated")
 RULES = ("sgd", "adam")
+INNER_LOSSES = ("mse", "sure")
 # Per method: the inner (fine-tune) rule and its learning rate when not given.
 METHOD_DEFAULTS = {
     "maml": {"rule": "sgd", "inner_lr": 1.0},
@@ -44,6 +45,10 @@ POSITIVE = (
     "plot_steps",
 )
 RESUMABLE = {
+    # The inner rule's starting values: a resumed run takes its tensors from the checkpoint.
+    "rule",
+    "inner_lr",
+    "inner_loss",
     "mode",
     "segment",
     "outer_steps",
@@ -67,7 +72,7 @@ class TrainConfig:
     fine-tune rule ``rule`` / ``inner_lr`` / ``steps`` with it. ``rule`` and ``inner_lr``
     left empty / 0 take the method's default (maml: sgd, 1.0; educated: adam, 1e-4).
     ``outer_lr_min`` > 0 cosine-anneals the outer learning rate from ``outer_lr`` to it
-    over ``outer_steps``.
+    over ``outer_steps``; ``clip`` > 0 clips the norm of each outer gradient to it.
     """
 
     method: str = "maml"
@@ -81,6 +86,7 @@ class TrainConfig:
     steps: int = 10
     rule: str = ""
     inner_lr: float = 0.0
+    inner_loss: str = "mse"
     momentum: float = 0.9
     tv_weight: float = 0.0
     fourier_scale: float = 2.0
@@ -97,6 +103,7 @@ class TrainConfig:
     outer_lr: float = 1e-3
     outer_lr_min: float = 0.0
     hyper_lr: float = 1e-2
+    clip: float = 0.0  # > 0: clip the outer gradient's norm to this
     # data and tasks
     data: str = "auto"
     patch: int = 64
@@ -125,10 +132,14 @@ class TrainConfig:
         self.inner_lr = self.inner_lr or defaults["inner_lr"]
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if self.inner_loss not in INNER_LOSSES:
+            raise ValueError(f"inner_loss must be one of {INNER_LOSSES}, got {self.inner_loss!r}")
         if self.method == "educated" and self.network != "skip":
             raise ValueError("method 'educated' trains the skip network, not a siren")
         if self.val_patch < 0:
             raise ValueError(f"val_patch must be >= 0 (0 = patch), got {self.val_patch}")
+        if not (self.clip >= 0 and math.isfinite(self.clip)):
+            raise ValueError(f"clip must be a finite number >= 0 (0 = off), got {self.clip}")
         if not 0 <= self.outer_lr_min <= self.outer_lr:
             raise ValueError(
                 f"outer_lr_min must be in [0, outer_lr={self.outer_lr}], got {self.outer_lr_min}"
@@ -136,6 +147,10 @@ class TrainConfig:
         if not 0 <= self.mono_fraction <= 1:
             raise ValueError(f"mono_fraction must be in [0, 1], got {self.mono_fraction}")
         self.tasks = _parse_tasks(self.tasks)
+        if self.inner_loss == "sure" and (
+            self.method != "educated" or set(self.tasks) != {"denoise"}
+        ):
+            raise ValueError("inner_loss 'sure' is for method 'educated' on denoising tasks only")
         self.sigma = _parse_range(self.sigma, "sigma")
         self.ratio = _parse_range(self.ratio, "ratio")
         if isinstance(self.frozen, str):

@@ -5,7 +5,9 @@ image itself for denoising) and whose output is ``guide + head`` (residual, no
 normalization layers, so absolute intensities and noise levels pass through) is
 trained supervised on simulated pairs: clean patches x of the training photos,
 ``y = op(x) + noise`` from the configured tasks, loss ``mean((f(Aᵀy) − x)²)`` (or
-the mean absolute error), Adam with an optional cosine decay.
+the mean absolute error), Adam with an optional cosine decay and gradient-norm
+clipping (``clip``: without normalization layers, a rare bad batch at the full rate
+can blow the network up for good).
 
 Stage 2 happens at reconstruction time: ``reconstruct(y, op, init=PATH)`` sees
 ``input="image"`` in the file, feeds ``Aᵀy`` and fine-tunes on the one
@@ -15,12 +17,13 @@ measurement with the DIP loss for ``steps`` steps of the stored rule (Adam at
 Every ``val_every`` steps the held-out tasks are scored twice: the pretrained
 network alone (``val_pretrained``) and after the ``steps`` fine-tune steps
 (``val_meta``, the number ``reconstruct`` would give). Outputs are those of
-``method="maml"``: ``init.safetensors``, ``checkpoint.pt``, ``log.jsonl``,
-``convergence.png``.
+``method="maml"`` (``init.safetensors``, ``checkpoint.pt``, ``log.jsonl``,
+``convergence.png``) plus ``best.safetensors``, the init of the best ``val_meta``.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -66,7 +69,7 @@ def educated_init(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         dtype=dtype,
         network=EDUCATED_NETWORK,
     )
-    return replace(init, jitter=0.0, ema=0.0)
+    return replace(init, jitter=0.0, ema=0.0, loss=cfg.inner_loss)
 
 
 def _pairs(
@@ -133,11 +136,20 @@ def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True
     last = next((r for r in reversed(run.records) if "val_meta" in r), {})
     val_meta, val_pre = last.get("val_meta"), last.get("val_pretrained")
 
+    best = max((r["val_meta"] for r in run.records if "val_meta" in r), default=-math.inf)
+
     def validate(step: int) -> None:
-        nonlocal val_meta, val_pre
+        nonlocal val_meta, val_pre, best
         val_pre = _pretrained_psnr(net, init.config, held_out)
         val_meta = evaluate(current(), held_out, cfg.steps)
         run.log({"step": step, "val_pretrained": val_pre, "val_meta": val_meta})
+        if val_meta > best:
+            # The best validated network survives a later collapse of the run.
+            best = val_meta
+            meta = {"source": "metadip train --method educated", "outer_step": step}
+            replace(current(), metadata={**meta, "val_psnr_meta": val_meta}).save(
+                run.out / "best.safetensors"
+            )
 
     def save(step: int) -> None:
         meta = {
@@ -170,6 +182,8 @@ def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True
     )
     step = run.start
     window: list[float] = []
+    norms: list[float] = []
+    skipped = 0
     t0 = time.perf_counter()
     try:
         for s in bar:
@@ -181,20 +195,29 @@ def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True
             loss = diff.pow(2).mean() if cfg.loss == "l2" else diff.abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            window.append(float(loss.detach()))
+            norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip or math.inf))
+            value = float(loss.detach())
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                skipped += 1  # a non-finite batch must not poison the network
+            else:
+                opt.step()
+                window.append(value)
+                norms.append(norm)
             step = s
             # One log line per 100 steps: the mean loss over them, not every step's noise.
-            if s % 100 == 0 or s == cfg.outer_steps:
+            if (s % 100 == 0 or s == cfg.outer_steps) and window:
                 run.log(
                     {
                         "step": s,
                         "loss": sum(window) / len(window),
+                        "grad_norm": sum(norms) / len(norms),
+                        "grad_norm_max": max(norms),
+                        "skipped": skipped,
                         "lr": cfg.outer_lr_at(s),
                         "seconds": time.perf_counter() - t0,
                     }
                 )
-                window, t0 = [], time.perf_counter()
+                window, norms, skipped, t0 = [], [], 0, time.perf_counter()
             if s % cfg.val_every == 0 or s == cfg.outer_steps:
                 validate(s)
             if s % cfg.ckpt_every == 0 or s == cfg.outer_steps:

@@ -15,6 +15,7 @@ and ``convergence.png`` (validation PSNR vs inner step, log-x, random vs meta in
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -187,6 +188,9 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
             else:
                 for n in names:
                     tensors[n].grad = grads.get(n)
+                with_grad = [tensors[n] for n in names if tensors[n].grad is not None]
+                # The norm before clipping is logged: the meta-gradient's scale over training.
+                norm = float(torch.nn.utils.clip_grad_norm_(with_grad, cfg.clip or math.inf))
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 with torch.no_grad():
@@ -194,7 +198,14 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
                     tensors["momentum"].clamp_(0.0, 0.999)
                     tensors["tv_weight"].clamp_(min=0.0)
                     tensors["fourier_scale"].clamp_(min=0.0)
-                log({"step": s, "loss": float(loss), "seconds": time.perf_counter() - t0})
+                log(
+                    {
+                        "step": s,
+                        "loss": float(loss),
+                        "grad_norm": norm,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
             step = s
             if s % cfg.val_every == 0 or s == cfg.outer_steps:
                 validate(s)
