@@ -39,6 +39,7 @@ NATURAL_TRAIN = "../shared/data/natural-train"
 # scikit-image's bundled photographs (natural content; the synthetic test images are left out).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "hubble_deep_field", "rocket")
 TRAIN_TASKS = ("denoise", "cs", "pr")
+MATRIX_TASKS = ("cs", "pr")
 
 
 def _repo_root() -> Path:
@@ -239,16 +240,26 @@ class TaskSampler:
     def _uniform(self, lo: float, hi: float, g: torch.Generator) -> float:
         return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
 
-    def make(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Operator, Tensor]:
-        """One task for the clean image ``x`` ``(C, H, W)``."""
+    def make(
+        self, x: Tensor, generator: torch.Generator, shared: dict | None = None
+    ) -> tuple[Tensor, Operator, Tensor]:
+        """One task for the clean image ``x`` ``(C, H, W)``. With a ``shared`` dict, a
+        random-matrix operator (cs, pr) drawn for one shape is kept there and reused for
+        later images of that task and shape (drawing the matrix costs more than a step)."""
         names = sorted(self.tasks)
         probs = torch.tensor([self.tasks[n] for n in names], dtype=torch.float64)
         name = names[int(torch.multinomial(probs, 1, generator=generator))]
         sigma = self._uniform(*self.sigma, generator) / 255.0
         ratio = self._uniform(*self.ratio, generator)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        op = make_operator(name, tuple(x.shape), sigma=sigma, ratio=ratio, seed=seed)
-        op = op.to(dtype=x.dtype)
+        key = (name, tuple(x.shape))
+        if shared is not None and name in MATRIX_TASKS and key in shared:
+            op = shared[key]
+        else:
+            op = make_operator(name, tuple(x.shape), sigma=sigma, ratio=ratio, seed=seed)
+            op = op.to(dtype=x.dtype)
+            if shared is not None and name in MATRIX_TASKS:
+                shared[key] = op
         y = op.measure(x, generator)
         return x, op, y
 

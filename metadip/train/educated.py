@@ -81,13 +81,15 @@ def _pairs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Network inputs ``Aᵀy`` and targets x ``(B, C, H, W)`` for clean ``patches``. A
     ``mono_fraction`` of them are made gray (channel mean), measured as 1-channel images
-    and repeated to C channels, as ``reconstruct`` feeds gray images to a colour init."""
+    and repeated to C channels, as ``reconstruct`` feeds gray images to a colour init.
+    Random measurement matrices are drawn once per call (per task and shape)."""
     c = patches.shape[1]
     guides, targets = [], []
+    shared: dict = {}
     for x in patches:
         if mono_fraction > 0 and float(torch.rand((), generator=gen)) < mono_fraction:
             x = x.mean(dim=0, keepdim=True)
-        _, op, y = tasks.make(x, gen)
+        _, op, y = tasks.make(x, gen, shared)
         guides.append(guide_input(config, op, y[None]))
         targets.append(x.expand(c, -1, -1))
     return torch.cat(guides), torch.stack(targets)
