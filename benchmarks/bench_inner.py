@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from benchmarks.conftest import devices, environment, matmul_rate, step_flops, sync
+from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import guide_input, init_state, prepare, step
+from metadip.inner import init_state, prepare, step
 from metadip.operators import Denoise
 
 SIZE = 128

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from metadip.inner import guide_input, init_state, prepare, step
+from metadip.guide import guide_input
+from metadip.inner import init_state, prepare, step
 from metadip.operators import PhaseRetrieval
 
 _RATES: dict[str, float] = {}

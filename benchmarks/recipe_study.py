@@ -20,6 +20,8 @@ METHOD is one of
                                depth 4, the shipped default's): Adam at LR, input jitter
                                1/30, with the 0.99 output EMA when ``ema`` is given
   ``bm3d``                     BM3D (denoising only)
+TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
+``@gray`` appended for the 1-channel (BT.601) version of each patch.
 A method is fitted once for the largest step count; the PSNR of the image the fit
 would return at each smaller count is read along the way (for an EMA method the
 EMA image is used, so the curve equals separate fits). Rows are appended to
@@ -53,6 +55,9 @@ from metadip.metrics import psnr
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "recipe_study"
 SIZE = 128
+# A task written "denoise:25@gray" runs on the gray (BT.601) version of each patch.
+GRAY = "@gray"
+GRAY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
 # Crops flatter than this (sky, walls) are redrawn: they say little about a prior.
 MIN_STD = 0.1
 
@@ -135,6 +140,9 @@ def _method_init(method: str, channels: int, seed: int) -> MetaInit:
 
 
 def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int]) -> dict:
+    task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
+    if gray:
+        x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
     spec = parse_task(task)
     seed = cell_seed(patch, spec.spec)
     op = spec.operator(x.shape, seed)

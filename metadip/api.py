@@ -15,15 +15,10 @@ import torch
 from torch import Tensor
 
 from metadip import graphs
+from metadip.guide import check_guide_operator, guide_input
 from metadip.init import MetaInit, load_init
-from metadip.inner import (
-    StepInfo,
-    check_guide_operator,
-    check_loss,
-    fit,
-    guide_input,
-    prepare,
-)
+from metadip.inner import StepInfo, fit, prepare
+from metadip.losses import check_loss
 from metadip.operators import Operator, Stacked, as_operator
 
 __all__ = ["Reconstruction", "reconstruct"]

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import FitResult, _result, finish, guide_input, prepare, run_loop, with_guide
+from metadip.inner import FitResult, _result, finish, prepare, run_loop, with_guide
 from metadip.operators import Operator
 
 __all__ = ["CapturedFit", "cached_fit", "clear_cache", "why_not"]

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from metadip.losses import LOSSES
 from metadip.networks import NetConfig, build_network
 
 __all__ = ["DEFAULT_INIT_NAME", "TASK_DEFAULTS", "MetaInit", "default_init_path", "load_init"]
@@ -31,9 +32,6 @@ DEFAULT_INIT_NAME = "default.safetensors"
 # every other task uses DEFAULT_INIT_NAME.
 TASK_DEFAULTS: dict[str, str] = {}
 RULES = ("sgd", "adam")
-# Inner losses: the data fit, or (denoising with an image-input network) Stein's unbiased
-# estimate of the error to the clean image.
-LOSSES = ("mse", "sure")
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
 VANILLA = {"lr": 0.01, "jitter": 1.0 / 30.0, "ema": 0.99, "steps": 1000}

@@ -28,29 +28,25 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from metadip import functional
+from metadip.guide import guide_input
 from metadip.init import MetaInit
+from metadip.losses import fit_losses, sure_term
 from metadip.networks import NetConfig, build_network, coordinate_grid, network_input, noise_input
 
 __all__ = [
     "FitResult",
-    "check_guide_operator",
-    "check_loss",
     "Hyper",
     "StepInfo",
     "Trace",
     "data_loss",
     "fit",
-    "guide_input",
     "init_state",
     "item_losses",
-    "noise_levels",
     "output",
     "prepare",
     "run_loop",
     "finish",
     "step",
-    "sure_term",
     "with_guide",
 ]
 
@@ -136,46 +132,9 @@ def output(params: Params, hyper: Hyper) -> Tensor:
 
 
 def item_losses(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
-    """Per image b: ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``, ``(B,)``."""
-    residual = op.forward(x) - y
-    fit = residual.pow(2).flatten(1).mean(dim=1)
-    reg = functional.tv(x, hyper.tv_eps) / x[0].numel()
-    return fit + hyper.tv_weight * reg
-
-
-def noise_levels(op: Any, batch: int, like: Tensor) -> Tensor:
-    """Each problem's noise std ``(B,)``: one value per operator of a ``Stacked`` batch."""
-    ops = getattr(op, "ops", None) or [op] * batch
-    return torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=like.dtype, device=like.device)
-
-
-def check_loss(loss: str, op: Any) -> None:
-    """Raises unless ``op`` suits the inner ``loss``: SURE needs denoising with noise."""
-    if loss == "sure" and (getattr(op, "task", None) != "denoise" or not op.sigma > 0):
-        raise ValueError(
-            f"this initialization fits with loss 'sure' (Stein's unbiased risk estimate), "
-            f"which needs a denoising operator with sigma > 0; got {type(op).__name__} "
-            f"(task {getattr(op, 'task', None)!r}, sigma {getattr(op, 'sigma', None)})"
-        )
-
-
-def sure_term(params: Params, hyper: Hyper, inp: Tensor, x: Tensor, y: Tensor, op: Any) -> Tensor:
-    """What turns the data fit into SURE, per image ``(B,)``:
-    ``SURE_b = mean((x_b − y_b)²) − σ² + 2σ² div_y f(y)_b / n``, an unbiased estimate of
-    ``mean((x_b − x_true)²)`` for ``y = x_true + σ e``, so minimizing it does not fit the
-    noise. The divergence is estimated with one probe ``v ~ N(0, I)``:
-    ``div ≈ vᵀ(f(y + ε v) − f(y)) / ε``, ``y`` entering as the guide's image channels."""
-    g = hyper.generator
-    probe = torch.randn(
-        (1, *y.shape[1:]), generator=g, dtype=y.dtype, device=g.device if g else y.device
-    ).to(y.device)
-    c = hyper.config.out_channels
-    shift = torch.zeros_like(inp)
-    shift[:, :c] = hyper.sure_eps * probe.expand(-1, c, -1, -1)
-    moved = _apply(params, hyper, inp + shift)
-    div = (probe * (moved - x)).flatten(1).sum(dim=1) / hyper.sure_eps
-    sigma2 = noise_levels(op, x.shape[0], x).pow(2)
-    return -sigma2 + 2 * sigma2 * div / x[0].numel()
+    """Per image b: the data fit ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``,
+    ``(B,)`` (``metadip.losses.fit_losses`` with the step's weights)."""
+    return fit_losses(x, y, op, hyper.tv_weight, hyper.tv_eps)
 
 
 def data_loss(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
@@ -216,7 +175,16 @@ def step(
         losses = item_losses(x, y, op, hyper)
         objective = losses
         if hyper.loss == "sure":
-            objective = losses + sure_term(current, hyper, inp, x, y, op)
+            objective = losses + sure_term(
+                lambda i: _apply(current, hyper, i),
+                inp,
+                x,
+                y,
+                op,
+                hyper.config.out_channels,
+                hyper.sure_eps,
+                hyper.generator,
+            )
         grads = torch.autograd.grad(objective.sum(), leaves, create_graph=second_order)
 
     row = min(t, hyper.lr.shape[0] - 1)
@@ -264,31 +232,6 @@ def _per_item(value: float | Tensor, like: Tensor, groups: int) -> float | Tenso
     if groups == 1:
         return value.reshape(())
     return value.view(-1, *([1] * (like.dim() - 1)))
-
-
-def check_guide_operator(op: Any) -> None:
-    """Raises unless ``op`` has an adjoint, which an Educated-DIP guide ``Aᵀy`` needs."""
-    if not getattr(op, "linear", False):
-        raise ValueError(
-            f"this initialization takes the operator's adjoint of y (A^T y) as its network "
-            f"input (Educated DIP), but {type(op).__name__} is not linear; use an init with "
-            "a noise input (e.g. init='random' or the MetaDIP default) for this operator"
-        )
-
-
-def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
-    """Educated DIP's guide for ``y`` ``(B, *out_shape)``: ``Aᵀy`` (the noisy image itself
-    for denoising) repeated to the network's channels for a gray problem, then, when
-    ``config.noise_level``, a constant map of the operator's noise std:
-    ``(B, config.guide_channels, H, W)``. Needs a linear operator."""
-    check_guide_operator(op)
-    g = op.adjoint(y)
-    if g.shape[1] == 1 and config.out_channels > 1:
-        g = g.expand(-1, config.out_channels, -1, -1)
-    if not config.noise_level:
-        return g
-    level = noise_levels(op, g.shape[0], g).view(-1, 1, 1, 1).expand(-1, 1, *g.shape[2:])
-    return torch.cat([g, level], dim=1)
 
 
 def with_guide(hyper: Hyper, op: Any, y: Tensor) -> Hyper:

@@ -77,7 +77,9 @@ def test_shipped_default_loads_with_its_provenance():
 
 
 def test_missing_default_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.setattr("metadip.init.default_init_path", lambda: tmp_path / "none.safetensors")
+    monkeypatch.setattr(
+        "metadip.init.default_init_path", lambda task=None: tmp_path / "none.safetensors"
+    )
     with pytest.raises(FileNotFoundError, match="init='random'"):
         load_init("default")
 
@@ -114,3 +116,9 @@ def test_log_lr_shape_is_validated():
     init = tiny_init()
     with pytest.raises(ValueError, match="log_lr"):
         dataclasses.replace(init, log_lr=torch.zeros(4, 2))
+
+
+def test_default_resolves_per_operator_task(monkeypatch):
+    monkeypatch.setattr("metadip.init.TASK_DEFAULTS", {"denoise": "special.safetensors"})
+    assert default_init_path("denoise").name == "special.safetensors"
+    assert default_init_path("cs").name == default_init_path().name == "default.safetensors"

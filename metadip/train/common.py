@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from metadip.data import PatchSampler, TaskSampler
+from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import check_loss, fit, guide_input, prepare
+from metadip.inner import fit, prepare
+from metadip.losses import check_loss
 from metadip.metrics import psnr
 from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from metadip.data import TRAIN_TASKS
+from metadip.losses import LOSSES as INNER_LOSSES
 from metadip.meta import LOSSES, MODES
 
 try:
@@ -22,7 +23,6 @@ __all__ = ["METHODS", "TrainConfig"]
 # measurement at reconstruction time (Educated DIP).
 METHODS = ("maml", "educated")
 RULES = ("sgd", "adam")
-INNER_LOSSES = ("mse", "sure")
 # Per method: the inner (fine-tune) rule and its learning rate when not given.
 METHOD_DEFAULTS = {
     "maml": {"rule": "sgd", "inner_lr": 1.0},

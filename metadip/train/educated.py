@@ -32,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from metadip.data import PatchSampler, TaskSampler, load_images
+from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import guide_input
 from metadip.metrics import psnr
 from metadip.networks import NetConfig, build_network
 from metadip.plots import plot_curves

@@ -1,0 +1,49 @@
+"""Educated DIP's network input: the guide ``Aᵀy`` computed from the measurement.
+
+An image-input initialization (``NetConfig(input="image")``) does not start from fixed
+noise: its network reads the operator's adjoint of y (the noisy image itself for
+denoising), repeated to the network's channels for a gray problem, and optionally a
+constant map of the noise level (as FFDNet does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metadip.networks import NetConfig
+
+__all__ = ["check_guide_operator", "guide_input", "noise_levels"]
+
+
+def noise_levels(op: Any, batch: int, like: Tensor) -> Tensor:
+    """Each problem's noise std ``(B,)``: one value per operator of a ``Stacked`` batch."""
+    ops = getattr(op, "ops", None) or [op] * batch
+    return torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=like.dtype, device=like.device)
+
+
+def check_guide_operator(op: Any) -> None:
+    """Raises unless ``op`` has an adjoint, which an Educated-DIP guide ``Aᵀy`` needs."""
+    if not getattr(op, "linear", False):
+        raise ValueError(
+            f"this initialization takes the operator's adjoint of y (A^T y) as its network "
+            f"input (Educated DIP), but {type(op).__name__} is not linear; use an init with "
+            "a noise input (e.g. init='random' or the MetaDIP default) for this operator"
+        )
+
+
+def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
+    """Educated DIP's guide for ``y`` ``(B, *out_shape)``: ``Aᵀy`` (the noisy image itself
+    for denoising) repeated to the network's channels for a gray problem, then, when
+    ``config.noise_level``, a constant map of the operator's noise std:
+    ``(B, config.guide_channels, H, W)``. Needs a linear operator."""
+    check_guide_operator(op)
+    g = op.adjoint(y)
+    if g.shape[1] == 1 and config.out_channels > 1:
+        g = g.expand(-1, config.out_channels, -1, -1)
+    if not config.noise_level:
+        return g
+    level = noise_levels(op, g.shape[0], g).view(-1, 1, 1, 1).expand(-1, 1, *g.shape[2:])
+    return torch.cat([g, level], dim=1)

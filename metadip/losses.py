@@ -1,0 +1,68 @@
+"""The inner loss and its checks: the data fit, and Stein's unbiased risk estimate.
+
+``mse``: ``L_b = mean((op(x_b) − y_b)²) + λ_TV · tv(x_b) / (C·H·W)`` per image.
+``sure`` (denoising ``y = x + σ e`` with an image-input network ``x = f(y)``):
+``SURE_b = mean((x_b − y_b)²) − σ² + 2σ² div_y f(y)_b / n``, an unbiased estimate of
+``mean((x_b − x_true)²)``: minimizing it adapts the network to the image without
+fitting the noise, which the plain data fit does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metadip import functional
+from metadip.guide import noise_levels
+
+__all__ = ["LOSSES", "check_loss", "fit_losses", "sure_term"]
+
+LOSSES = ("mse", "sure")
+
+
+def fit_losses(x: Tensor, y: Tensor, op: Any, tv_weight: Tensor | float, tv_eps: float) -> Tensor:
+    """Per image b: ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``, ``(B,)``."""
+    residual = op.forward(x) - y
+    fit = residual.pow(2).flatten(1).mean(dim=1)
+    reg = functional.tv(x, tv_eps) / x[0].numel()
+    return fit + tv_weight * reg
+
+
+def check_loss(loss: str, op: Any) -> None:
+    """Raises unless ``op`` suits the inner ``loss``: SURE needs denoising with noise."""
+    if loss == "sure" and (getattr(op, "task", None) != "denoise" or not op.sigma > 0):
+        raise ValueError(
+            f"this initialization fits with loss 'sure' (Stein's unbiased risk estimate), "
+            f"which needs a denoising operator with sigma > 0; got {type(op).__name__} "
+            f"(task {getattr(op, 'task', None)!r}, sigma {getattr(op, 'sigma', None)})"
+        )
+
+
+def sure_term(
+    apply: Callable[[Tensor], Tensor],
+    inp: Tensor,
+    x: Tensor,
+    y: Tensor,
+    op: Any,
+    channels: int,
+    eps: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """What turns the data fit into SURE, per image ``(B,)``: ``−σ² + 2σ² div / n``.
+
+    ``apply``: the network on an input like ``inp`` (whose first ``channels`` channels are
+    the guide image, i.e. y); ``x = apply(inp)``. The divergence is estimated with one
+    probe ``v ~ N(0, I)`` drawn from ``generator`` (shared by the batch):
+    ``div ≈ vᵀ(f(y + ε v) − f(y)) / ε``."""
+    g = generator
+    probe = torch.randn(
+        (1, *y.shape[1:]), generator=g, dtype=y.dtype, device=g.device if g else y.device
+    ).to(y.device)
+    shift = torch.zeros_like(inp)
+    shift[:, :channels] = eps * probe.expand(-1, channels, -1, -1)
+    div = (probe * (apply(inp + shift) - x)).flatten(1).sum(dim=1) / eps
+    sigma2 = noise_levels(op, x.shape[0], x).pow(2)
+    return -sigma2 + 2 * sigma2 * div / x[0].numel()
