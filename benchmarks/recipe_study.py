@@ -13,7 +13,9 @@ Every (patch, task) gets the operator and noise seeds of ``metadip eval``
 (``cell_seed``), so every method sees the same y.
 
 METHOD is one of
-  ``default``                  the shipped init (``init="default"``)
+  ``default``                  the shipped init for the task (``init="default"``)
+  ``maml-default``             the shipped general (MetaDIP) init, default.safetensors
+  ``educated-default``         the shipped denoising (Educated DIP + SURE) init
   ``init:PATH``                an init file, fitted with its own rule
   ``init:PATH:lr=X``           the same with every learning rate set to X
   ``dip:LR[:ema][:wW]``        vanilla DIP on the skip network of width W (default 32,
@@ -48,13 +50,19 @@ import metadip
 from metadip import baselines
 from metadip.data import load_images
 from metadip.evaluate import cell_seed, parse_task
+from metadip.guide import guide_input
 from metadip.init import MetaInit, load_init
-from metadip.inner import StepInfo
+from metadip.inner import StepInfo, output, prepare
 from metadip.metrics import psnr
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "recipe_study"
 SIZE = 128
+# Shipped files by name (``default`` is whatever init="default" picks for the task).
+ALIASES = {
+    "maml-default": "init:metadip/weights/default.safetensors",
+    "educated-default": "init:metadip/weights/denoise.safetensors",
+}
 # A task written "denoise:25@gray" runs on the gray (BT.601) version of each patch.
 GRAY = "@gray"
 GRAY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
@@ -113,9 +121,10 @@ def read_list(name: str) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def _method_init(method: str, channels: int, seed: int) -> MetaInit:
+def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
+    method = ALIASES.get(method, method)
     if method == "default":
-        return load_init("default", channels)
+        return load_init("default", channels, task=task)
     if method.startswith("init:"):
         parts = method[5:].split(":")
         init = MetaInit.load(parts[0])
@@ -151,8 +160,14 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
         t0 = time.perf_counter()
         img = baselines.bm3d_denoise(y, spec.sigma / 255)
         return {"psnr": {"0": psnr(img.clamp(0, 1), x)}, "seconds": time.perf_counter() - t0}
-    init = _method_init(method, x.shape[0], 0)
+    init = _method_init(method, x.shape[0], 0, op.task)
     curve: dict[str, float] = {}
+    if 0 in steps:  # the initialization's own image, before any step
+        guide = guide_input(init.config, op, y[None]) if init.config.guided else None
+        params, hyper = prepare(init, tuple(x.shape), guide=guide)
+        with torch.no_grad():
+            curve["0"] = psnr(output(params, hyper)[0].clamp(0, 1), x)
+        steps = [n for n in steps if n > 0]
     if init.ema > 0:
         # The EMA image after n steps depends on n only through the optimizer state,
         # which a callback does not see: one fit per step count.

@@ -30,7 +30,7 @@ FORMAT = "metadip-init/1"
 DEFAULT_INIT_NAME = "default.safetensors"
 # Shipped inits made for one kind of problem (an operator's ``task``), in metadip/weights;
 # every other task uses DEFAULT_INIT_NAME.
-TASK_DEFAULTS: dict[str, str] = {}
+TASK_DEFAULTS: dict[str, str] = {"denoise": "denoise.safetensors"}
 RULES = ("sgd", "adam")
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.

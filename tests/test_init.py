@@ -122,3 +122,15 @@ def test_default_resolves_per_operator_task(monkeypatch):
     monkeypatch.setattr("metadip.init.TASK_DEFAULTS", {"denoise": "special.safetensors"})
     assert default_init_path("denoise").name == "special.safetensors"
     assert default_init_path("cs").name == default_init_path().name == "default.safetensors"
+
+
+def test_shipped_denoising_default_loads_with_its_provenance():
+    path = default_init_path("denoise")
+    assert path.is_file() and path.name == "denoise.safetensors"
+    init = load_init("default", task="denoise")
+    assert init.config.guided and init.config.residual and init.config.noise_level
+    assert (init.rule, init.loss, init.steps) == ("adam", "sure", 50)
+    meta = init.metadata
+    for key in ("train_config", "data_manifest_sha256", "outer_steps", "fine_tune", "git_commit"):
+        assert key in meta, key
+    assert meta["train_config"]["method"] == "educated" and meta["val_psnr_curve"]

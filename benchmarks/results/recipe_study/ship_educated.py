@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> Path:
         "git_commit": commit,
         "fine_tune": {"rule": init.rule, "lr": args.lr, "steps": args.steps, "loss": init.loss},
         "val_psnr_curve": [
-            [r["step"], r["val_pretrained"], r["val_meta"]] for r in records if "val_meta" in r
+            [r["step"], r["val_pretrained"], r["val_meta"]]
+            for r in records
+            if "val_meta" in r and r["step"] <= init.metadata["outer_step"]
         ],
     }
     log_lr = torch.full((args.steps, init.log_lr.shape[1]), math.log(args.lr))
