@@ -3,7 +3,8 @@ builds the optional extension ``metadip._C``.
 
 The extension is a CUDAExtension when the installed torch has CUDA and nvcc is
 found, a CppExtension (OpenMP) otherwise. ``METADIP_NO_EXT=1`` skips it. A build
-that fails only warns: metadip then runs on its Triton / pure-torch backends.
+that fails only warns: metadip then runs on its Triton / pure-torch backends
+(``METADIP_STRICT_EXT=1`` makes it an error, for the compile check in ``.ci/``).
 torch must be importable at build time (``pip install --no-build-isolation``).
 """
 
@@ -56,6 +57,9 @@ def _extension_kwargs() -> dict:
             "metadip._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]
         )
 
+    # METADIP_STRICT_EXT=1 (the CUDA compile check in .ci/) makes a failed build an error.
+    strict = os.environ.get("METADIP_STRICT_EXT", "0") == "1"
+
     class SafeBuildExt(ce.BuildExtension):
         """Turns a failed compile into a warning so installation never breaks."""
 
@@ -63,12 +67,16 @@ def _extension_kwargs() -> dict:
             try:
                 super().run()
             except Exception as exc:
+                if strict:
+                    raise
                 _warn(f"building metadip._C failed ({exc}); falling back to Triton/torch")
 
         def build_extension(self, extension) -> None:
             try:
                 super().build_extension(extension)
             except Exception as exc:
+                if strict:
+                    raise
                 _warn(f"building {extension.name} failed ({exc}); falling back to Triton/torch")
 
     return {"ext_modules": [ext], "cmdclass": {"build_ext": SafeBuildExt}}

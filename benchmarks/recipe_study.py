@@ -240,6 +240,8 @@ def _rows(path: Path) -> list[dict]:
 def cmd_table(args: argparse.Namespace) -> None:
     rows = _rows(OUT / args.rows)
     tasks = sorted({r["task"] for r in rows}) if args.task is None else [args.task]
+    lines: list[str] = []
+    emit = lines.append
     for task in tasks:
         cells: dict[tuple[str, str], dict[str, float]] = {}
         for r in rows:
@@ -247,13 +249,13 @@ def cmd_table(args: argparse.Namespace) -> None:
                 for n, v in r["psnr"].items():
                     cells.setdefault((r["method"], n), {})[r["patch"]] = v
         ref = cells.get((args.ref, args.ref_steps), {}) if args.ref else {}
-        print(f"\n### {task}\n")
+        emit(f"\n### {task}\n")
         head = "| method | steps | patches | PSNR mean ± s.e. |"
         sep = "|---|---:|---:|---:|"
         if ref:
             head += f" paired Δ vs {args.ref} ({args.ref_steps}) |"
             sep += "---:|"
-        print(head + "\n" + sep)
+        emit(head + "\n" + sep)
         for (method, n), vals in sorted(cells.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
             v = np.array(list(vals.values()))
             line = f"| {method} | {n} | {len(v)} | {v.mean():.2f} ± {_se(v):.2f} |"
@@ -264,7 +266,11 @@ def cmd_table(args: argparse.Namespace) -> None:
                     line += f" {d.mean():+.2f} ± {_se(d):.2f} ({len(d)}) |"
                 else:
                     line += " — |"
-            print(line)
+            emit(line)
+    text = "\n".join(lines).lstrip("\n") + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
 
 
 def _se(v: np.ndarray) -> float:
@@ -288,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--task", default=None)
     t.add_argument("--ref", default=None)
     t.add_argument("--ref-steps", default="50")
+    t.add_argument("--out", default=None, help="also write the tables to this file")
     args = p.parse_args(argv)
     if args.cmd == "list":
         write_lists()
