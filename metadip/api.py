@@ -16,7 +16,7 @@ from torch import Tensor
 
 from metadip import graphs
 from metadip.guide import check_guide_operator, guide_input
-from metadip.init import MetaInit, load_init
+from metadip.init import MetaInit, default_init_path, load_init
 from metadip.inner import StepInfo, fit, prepare
 from metadip.losses import check_loss
 from metadip.operators import Operator, Stacked, as_operator
@@ -143,8 +143,10 @@ def reconstruct(
     op: a metadip operator (shared by the batch), a list of B operators (one per
     item), an object with ``.A``/``.A_adjoint`` (deepinv Physics) or a callable;
     the last two need ``in_shape=(C, H, W)``.
-    init: ``"default"`` (the shipped meta-learned init), ``"random"`` (vanilla
-    DIP: Adam, jitter, EMA), a file path or a ``MetaInit``.
+    init: ``"default"`` (the shipped init for ``op.task``: Educated DIP + SURE for
+    denoising, the meta-learned MetaDIP init otherwise), ``"random"`` (vanilla DIP:
+    Adam, jitter, EMA), a file path or a ``MetaInit``. A 3-channel init also fits
+    1-channel problems (its output's channel mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
     1000 for ``"random"``). seed: seeds the random init and the input jitter.
     device: where to fit (default: y's device). dtype: compute dtype.
@@ -230,7 +232,7 @@ def reconstruct(
         seconds=seconds,
         device=dev,
         restored=restored,
-        init=_describe(init, meta),
+        init=_describe(init, meta, op.task),
         graph=use_graph,
     )
 
@@ -262,7 +264,9 @@ def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepI
     return call
 
 
-def _describe(init: Any, meta: MetaInit) -> str:
+def _describe(init: Any, meta: MetaInit, task: str) -> str:
     if isinstance(init, MetaInit):
         return str(meta.metadata.get("source", "MetaInit"))
+    if init == "default":
+        return f"default ({default_init_path(task).name})"
     return str(init)

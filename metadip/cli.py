@@ -45,7 +45,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     init = _init_choice(args.init)
     panels = [("ground truth", x)]
     print(f"{args.image} patch {tuple(x.shape)}, init={init}")
-    print(f"{'task':<10}{'PSNR in':>9}{'PSNR':>8}{'SSIM':>8}{'steps':>7}{'seconds':>9}")
+    print(f"{'task':<10}{'PSNR in':>9}{'PSNR':>8}{'SSIM':>8}{'steps':>7}{'seconds':>9}  init")
     for i, task in enumerate(args.tasks):
         op = make_operator(task, x.shape, sigma=args.sigma / 255, ratio=args.ratio, seed=args.seed)
         y = op.measure(x, torch.Generator().manual_seed(args.seed + i))
@@ -58,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(
             f"{task:<10}{p_in}{psnr(rec.image, x):8.2f}{ssim(rec.image, x):8.3f}"
-            f"{rec.steps:7d}{rec.seconds:9.2f}"
+            f"{rec.steps:7d}{rec.seconds:9.2f}  {rec.init}"
         )
         if task == "denoise":
             panels.append(("noisy", view))
