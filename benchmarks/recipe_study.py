@@ -22,6 +22,7 @@ METHOD is one of
                                depth 4, the shipped default's): Adam at LR, input jitter
                                1/30, with the 0.99 output EMA when ``ema`` is given
   ``bm3d``                     BM3D (denoising only)
+  ``noisy``                    the noisy input itself (denoising only)
 TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
 ``@gray`` appended for the 1-channel (BT.601) version of each patch.
 A method is fitted once for the largest step count; the PSNR of the image the fit
@@ -156,6 +157,10 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
     seed = cell_seed(patch, spec.spec)
     op = spec.operator(x.shape, seed)
     y = op.measure(x, torch.Generator().manual_seed(seed))
+    if method == "noisy":
+        if spec.task != "denoise":
+            raise ValueError("method 'noisy' is the noisy input of a denoising task")
+        return {"psnr": {"0": psnr(y.clamp(0, 1), x)}, "seconds": 0.0}
     if method == "bm3d":
         t0 = time.perf_counter()
         img = baselines.bm3d_denoise(y, spec.sigma / 255)
@@ -210,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     rows_path = OUT / args.rows
     done = _done(rows_path)
     steps = sorted({int(s) for s in args.steps.split(",")})
-    key = ",".join(sorted(str(n) for n in steps)) if args.method != "bm3d" else "0"
+    key = ",".join(sorted(str(n) for n in steps)) if args.method not in ("bm3d", "noisy") else "0"
     patches = read_list(args.list)[: args.patches]
     for patch, x in patches:
         if (args.method, args.task, patch, key) in done:
