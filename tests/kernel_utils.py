@@ -96,3 +96,30 @@ def seeded_linear(
 
         return _Triton._mod("cmeasure").linear(x, None, None, seed, m, cplx, scale)[1]
     raise ValueError(backend)
+
+
+def aot_compile(op: str) -> str:
+    """Compiles every Triton kernel of ``op`` for sm_90 in a clean subprocess
+    (``tests/triton_aot.py``); fails the test with the compiler's message."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    try:
+        from triton.backends import backends
+    except ImportError:
+        backends = {}
+    if "nvidia" not in backends:
+        why = "this triton has no NVIDIA backend to compile for"
+        required = {b for b in os.environ.get("METADIP_TEST_REQUIRE", "").split(",") if b}
+        if "triton" in required:
+            pytest.fail(f"{why} (METADIP_TEST_REQUIRE includes triton)")
+        pytest.skip(why)
+    script = Path(__file__).with_name("triton_aot.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, str(script), op], capture_output=True, text=True, env=env, timeout=900
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"Triton kernels of {op} do not compile for sm_90:\n{proc.stderr[-4000:]}")
+    return proc.stdout

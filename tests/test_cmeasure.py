@@ -13,6 +13,7 @@ from metadip import dispatch
 from metadip.functional import complex_measure_ref
 from tests.kernel_utils import (  # noqa: F401 (poison is a fixture)
     CASES,
+    aot_compile,
     close,
     poison,
     randn,
@@ -258,3 +259,9 @@ def test_seeded_arguments_are_validated():
         dispatch.seeded_gaussian(0, 0, 5)
     with pytest.raises(TypeError, match="float32/float64"):
         dispatch.seeded_gaussian(0, 2, 5, dtype=torch.int32)
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_sm90():
+    out = aot_compile("cmeasure")
+    assert "fp64" in out and "fp32" in out

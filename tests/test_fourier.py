@@ -8,7 +8,14 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from metadip import dispatch
 from metadip.functional import fourier_features_ref
-from tests.kernel_utils import CASES, close, poison, randn, require  # noqa: F401 (fixture)
+from tests.kernel_utils import (  # noqa: F401 (poison is a fixture)
+    CASES,
+    aot_compile,
+    close,
+    poison,
+    randn,
+    require,
+)
 
 pytestmark = pytest.mark.usefixtures("poison")
 
@@ -76,3 +83,9 @@ def test_bad_input_is_rejected(device, backend):
         dispatch.fourier_features(randn(3, 3, seed=0, device=device), 4, 4, backend=backend)
     with pytest.raises(ValueError, match=">= 1"):
         dispatch.fourier_features(randn(3, 2, seed=0, device=device), 0, 4, backend=backend)
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_sm90():
+    out = aot_compile("fourier")
+    assert "fp64" in out and "fp32" in out

@@ -8,7 +8,14 @@ from torch.autograd import gradcheck, gradgradcheck
 
 from metadip import dispatch
 from metadip.functional import tv_ref
-from tests.kernel_utils import CASES, close, poison, randn, require  # noqa: F401 (fixture)
+from tests.kernel_utils import (  # noqa: F401 (poison is a fixture)
+    CASES,
+    aot_compile,
+    close,
+    poison,
+    randn,
+    require,
+)
 
 pytestmark = pytest.mark.usefixtures("poison")
 
@@ -104,3 +111,9 @@ def test_cpp_gradient_recomputed_when_forward_skipped_it():
     (got,) = torch.autograd.grad(_ops.tv_fwd(x, 1e-6, False)[0].sum(), x)
     (want,) = torch.autograd.grad(tv_ref(x, 1e-6).sum(), x)
     close(got, want, torch.float64)
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_sm90():
+    out = aot_compile("tv")
+    assert "fp64" in out and "fp32" in out
