@@ -23,6 +23,8 @@ from torch import Tensor
 
 from metadip._ops import phase_weights
 
+from .launch import device_of, grid
+
 __all__ = [
     "adjoint",
     "adjoint_phase",
@@ -54,6 +56,7 @@ def _fwd(
     ar_ptr,
     ai_ptr,
     z_ptr,
+    zi_ptr,
     y_ptr,
     B,
     M,
@@ -67,8 +70,10 @@ def _fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Rows of A along grid axis 0, batch tiles along axis 1; offsets into A and the
+    # outputs in 64 bits (m·n reaches 2³¹ for large problems).
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     dt = x_ptr.dtype.element_ty
     acc_r = tl.zeros((BLOCK_B, BLOCK_M), dtype=dt)
     acc_i = tl.zeros((BLOCK_B, BLOCK_M), dtype=dt)
@@ -76,7 +81,7 @@ def _fwd(
         offs_k = k0 + tl.arange(0, BLOCK_K)
         kmask = offs_k < N
         xt = tl.load(
-            x_ptr + offs_b[:, None] * N + offs_k[None, :],
+            x_ptr + offs_b[:, None].to(tl.int64) * N + offs_k[None, :],
             mask=(offs_b[:, None] < B) & kmask[None, :],
             other=0.0,
         )
@@ -87,7 +92,7 @@ def _fwd(
             a_i = gi.to(dt) * scale
         else:
             amask = kmask[:, None] & (offs_m[None, :] < M)
-            a_off = offs_m[None, :] * N + offs_k[:, None]
+            a_off = offs_m[None, :].to(tl.int64) * N + offs_k[:, None]
             a_r = tl.load(ar_ptr + a_off, mask=amask, other=0.0)
             if PLANES == 2:
                 a_i = tl.load(ai_ptr + a_off, mask=amask, other=0.0)
@@ -95,10 +100,10 @@ def _fwd(
         if PLANES == 2:
             acc_i = tl.dot(xt, a_i, acc_i, input_precision="ieee")
     omask = (offs_b[:, None] < B) & (offs_m[None, :] < M)
-    o_off = offs_b[:, None] * M + offs_m[None, :]
+    o_off = offs_b[:, None].to(tl.int64) * M + offs_m[None, :]
     tl.store(z_ptr + o_off, acc_r, mask=omask)
     if PLANES == 2:
-        tl.store(z_ptr + B * M + o_off, acc_i, mask=omask)
+        tl.store(zi_ptr + o_off, acc_i, mask=omask)
         if MAG:
             tl.store(y_ptr + o_off, tl.sqrt(acc_r * acc_r + acc_i * acc_i), mask=omask)
 
@@ -106,6 +111,7 @@ def _fwd(
 @triton.jit
 def _bwd(
     w_ptr,
+    wi_ptr,
     g_ptr,
     ar_ptr,
     ai_ptr,
@@ -123,17 +129,18 @@ def _bwd(
     BLOCK_K: tl.constexpr,
 ):
     """out = Σ_p w_p A_p; with PHASE, w = g ⊙ z/|z| is formed on load (w_ptr holds z)."""
-    offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Columns of A along grid axis 0, batch tiles along axis 1; 64-bit offsets.
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     dt = w_ptr.dtype.element_ty
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=dt)
     for k0 in range(0, M, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         wmask = (offs_b[:, None] < B) & (offs_k[None, :] < M)
-        w_off = offs_b[:, None] * M + offs_k[None, :]
+        w_off = offs_b[:, None].to(tl.int64) * M + offs_k[None, :]
         w0 = tl.load(w_ptr + w_off, mask=wmask, other=0.0)
         if PLANES == 2:
-            w1 = tl.load(w_ptr + B * M + w_off, mask=wmask, other=0.0)
+            w1 = tl.load(wi_ptr + w_off, mask=wmask, other=0.0)
         if PHASE:
             g = tl.load(g_ptr + w_off, mask=wmask, other=0.0)
             r = tl.sqrt(w0 * w0 + w1 * w1)
@@ -147,7 +154,7 @@ def _bwd(
             a_i = gi.to(dt) * scale
         else:
             amask = (offs_k[:, None] < M) & (offs_n[None, :] < N)
-            a_off = offs_k[:, None] * N + offs_n[None, :]
+            a_off = offs_k[:, None].to(tl.int64) * N + offs_n[None, :]
             a_r = tl.load(ar_ptr + a_off, mask=amask, other=0.0)
             if PLANES == 2:
                 a_i = tl.load(ai_ptr + a_off, mask=amask, other=0.0)
@@ -155,22 +162,31 @@ def _bwd(
         if PLANES == 2:
             acc = tl.dot(w1, a_i, acc, input_precision="ieee")
     omask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
-    tl.store(out_ptr + offs_b[:, None] * N + offs_n[None, :], acc, mask=omask)
+    tl.store(out_ptr + offs_b[:, None].to(tl.int64) * N + offs_n[None, :], acc, mask=omask)
 
 
 @triton.jit
 def _materialize(
-    a_ptr, M, N, seed, scale, PLANES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
+    a_ptr,
+    ai_ptr,
+    M,
+    N,
+    seed,
+    scale,
+    PLANES: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Columns along grid axis 0, rows along axis 1; 64-bit offsets.
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     dt = a_ptr.dtype.element_ty
     gr, gi = _gauss(seed, offs_m[:, None], offs_n[None, :])
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    off = offs_m[:, None] * N + offs_n[None, :]
+    off = offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
     tl.store(a_ptr + off, gr.to(dt) * scale, mask=mask)
     if PLANES == 2:
-        tl.store(a_ptr + M * N + off, gi.to(dt) * scale, mask=mask)
+        tl.store(ai_ptr + off, gi.to(dt) * scale, mask=mask)
 
 
 # ----------------------------------------------------------------------------- host
@@ -241,24 +257,27 @@ def linear(
     y = torch.empty((b, m), device=x.device, dtype=x.dtype) if magnitude else None
     bb, bm, bk = _blocks(b, m, n, x.is_cuda)
     dummy = x  # never read: SEEDED / PLANES are constexpr and skip those loads
-    _fwd[(triton.cdiv(b, bb), triton.cdiv(m, bm))](
-        x,
-        dummy if seeded else ar,
-        dummy if ai is None else ai,
-        z,
-        z if y is None else y,
-        b,
-        m,
-        n,
-        seed if seeded else 0,
-        float(scale),
-        SEEDED=seeded,
-        PLANES=planes,
-        MAG=magnitude,
-        BLOCK_B=bb,
-        BLOCK_M=bm,
-        BLOCK_K=bk,
-    )
+    launch = grid(triton.cdiv(m, bm), triton.cdiv(b, bb), what="complex measurement")
+    with device_of(x):
+        _fwd[launch](
+            x,
+            dummy if seeded else ar,
+            dummy if ai is None else ai,
+            z[0],
+            z[planes - 1],
+            z if y is None else y,
+            b,
+            m,
+            n,
+            seed if seeded else 0,
+            float(scale),
+            SEEDED=seeded,
+            PLANES=planes,
+            MAG=magnitude,
+            BLOCK_B=bb,
+            BLOCK_M=bm,
+            BLOCK_K=bk,
+        )
     return y, z
 
 
@@ -290,24 +309,27 @@ def _adjoint(
     bb, bn, bk = _blocks(b, n, m, w.is_cuda)
     if g is not None:
         g = g.to(w.dtype).contiguous()
-    _bwd[(triton.cdiv(b, bb), triton.cdiv(n, bn))](
-        w,
-        w if g is None else g,
-        w if seeded else ar,
-        w if ai is None else ai,
-        out,
-        b,
-        m,
-        n,
-        seed if seeded else 0,
-        float(scale),
-        SEEDED=seeded,
-        PLANES=planes,
-        PHASE=g is not None,
-        BLOCK_B=bb,
-        BLOCK_N=bn,
-        BLOCK_K=bk,
-    )
+    launch = grid(triton.cdiv(n, bn), triton.cdiv(b, bb), what="measurement adjoint")
+    with device_of(w):
+        _bwd[launch](
+            w[0],
+            w[planes - 1],
+            w if g is None else g,
+            w if seeded else ar,
+            w if ai is None else ai,
+            out,
+            b,
+            m,
+            n,
+            seed if seeded else 0,
+            float(scale),
+            SEEDED=seeded,
+            PLANES=planes,
+            PHASE=g is not None,
+            BLOCK_B=bb,
+            BLOCK_N=bn,
+            BLOCK_K=bk,
+        )
     return out
 
 
@@ -336,9 +358,10 @@ def materialize(
     planes = 2 if cplx else 1
     a = torch.empty((planes, m, n), dtype=dtype, device=device)
     bm, bn = (32, 64) if a.is_cuda else (min(triton.next_power_of_2(m), 128), 128)
-    _materialize[(triton.cdiv(m, bm), triton.cdiv(n, bn))](
-        a, m, n, seed, float(scale), PLANES=planes, BLOCK_M=bm, BLOCK_N=bn
-    )
+    with device_of(a):
+        _materialize[grid(triton.cdiv(n, bn), triton.cdiv(m, bm), what="materialize")](
+            a[0], a[planes - 1], m, n, seed, float(scale), PLANES=planes, BLOCK_M=bm, BLOCK_N=bn
+        )
     return a
 
 

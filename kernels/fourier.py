@@ -17,6 +17,8 @@ from torch import Tensor
 
 from metadip._ops import fourier_double_backward
 
+from .launch import device_of, grid
+
 __all__ = ["fourier_backward", "fourier_features", "fourier_forward"]
 
 
@@ -34,25 +36,26 @@ def _phase(b_ptr, k, idx, H, W):
 
 @triton.jit
 def _fwd(b_ptr, out_ptr, K, H, W, BLOCK: tl.constexpr):
-    k = tl.program_id(0)
-    idx = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    # Pixel tiles along grid axis 0, frequencies along axis 1; 64-bit plane offsets.
+    k = tl.program_id(1)
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < H * W
     phi, _, _ = _phase(b_ptr, k, idx, H, W)
     hw = H * W
-    tl.store(out_ptr + k * hw + idx, tl.sin(phi), mask=mask)
-    tl.store(out_ptr + (K + k) * hw + idx, tl.cos(phi), mask=mask)
+    tl.store(out_ptr + k.to(tl.int64) * hw + idx, tl.sin(phi), mask=mask)
+    tl.store(out_ptr + (K + k).to(tl.int64) * hw + idx, tl.cos(phi), mask=mask)
 
 
 @triton.jit
 def _bwd(g_ptr, b_ptr, part_ptr, K, H, W, n_tiles, BLOCK: tl.constexpr):
-    k = tl.program_id(0)
-    tile = tl.program_id(1)
+    k = tl.program_id(1)
+    tile = tl.program_id(0)
     idx = tile * BLOCK + tl.arange(0, BLOCK)
     mask = idx < H * W
     phi, ph, pw = _phase(b_ptr, k, idx, H, W)
     hw = H * W
-    gs = tl.load(g_ptr + k * hw + idx, mask=mask, other=0.0)
-    gc = tl.load(g_ptr + (K + k) * hw + idx, mask=mask, other=0.0)
+    gs = tl.load(g_ptr + k.to(tl.int64) * hw + idx, mask=mask, other=0.0)
+    gc = tl.load(g_ptr + (K + k).to(tl.int64) * hw + idx, mask=mask, other=0.0)
     t = gs * tl.cos(phi) - gc * tl.sin(phi)
     t = tl.where(mask, t, 0.0)
     base = part_ptr + (k * n_tiles + tile) * 2
@@ -80,7 +83,10 @@ def fourier_forward(b: Tensor, height: int, width: int) -> Tensor:
     k = b.shape[0]
     out = torch.empty((2 * k, height, width), device=b.device, dtype=b.dtype)
     blk = _block(height * width, b.is_cuda)
-    _fwd[(k, triton.cdiv(height * width, blk))](b, out, k, height, width, BLOCK=blk)
+    with device_of(b):
+        _fwd[grid(triton.cdiv(height * width, blk), k, what="fourier_features")](
+            b, out, k, height, width, BLOCK=blk
+        )
     return out
 
 
@@ -98,7 +104,10 @@ def fourier_backward(g: Tensor, b: Tensor, height: int, width: int) -> Tensor:
     blk = _block(height * width, b.is_cuda)
     nt = triton.cdiv(height * width, blk)
     part = torch.empty((k, nt, 2), device=b.device, dtype=b.dtype)
-    _bwd[(k, nt)](g, b, part, k, height, width, nt, BLOCK=blk)
+    with device_of(b):
+        _bwd[grid(nt, k, what="fourier_features backward")](
+            g, b, part, k, height, width, nt, BLOCK=blk
+        )
     return part.sum(dim=1)
 
 

@@ -18,14 +18,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import device_of, grid
+
 __all__ = ["tv", "tv_forward", "tv_hvp"]
 
 
 @triton.jit
 def _tile(H, W, n_tiles_w, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    """This program's (plane, tile), its row/column indices and the plane's offset."""
-    plane = tl.program_id(0)
-    tile = tl.program_id(1)
+    """This program's (plane, tile), its row/column indices and the plane's offset. Tiles
+    run along grid axis 0 (large images), planes along axis 1 (at most 65535)."""
+    tile = tl.program_id(0)
+    plane = tl.program_id(1)
     i = ((tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H))[:, None]
     j = ((tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W))[None, :]
     return plane, tile, i, j, plane.to(tl.int64) * H * W
@@ -152,7 +155,8 @@ def tv_forward(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     nt = triton.cdiv(h, bh) * ntw
     grad = torch.empty_like(x)
     part = torch.empty((b * c, nt), device=x.device, dtype=x.dtype)
-    _fwd[(b * c, nt)](x, grad, part, h, w, ntw, nt, eps, BLOCK_H=bh, BLOCK_W=bw)
+    with device_of(x):
+        _fwd[grid(nt, b * c, what="tv")](x, grad, part, h, w, ntw, nt, eps, BLOCK_H=bh, BLOCK_W=bw)
     return part.view(b, c * nt).sum(dim=1), grad
 
 
@@ -168,7 +172,8 @@ def tv_hvp(x: Tensor, v: Tensor, eps: float = 1e-6) -> Tensor:
     ntw = triton.cdiv(w, bw)
     nt = triton.cdiv(h, bh) * ntw
     out = torch.empty_like(x)
-    _bwd[(b * c, nt)](x, v, out, h, w, ntw, eps, BLOCK_H=bh, BLOCK_W=bw)
+    with device_of(x):
+        _bwd[grid(nt, b * c, what="tv_hvp")](x, v, out, h, w, ntw, eps, BLOCK_H=bh, BLOCK_W=bw)
     return out
 
 

@@ -13,18 +13,16 @@ limits. Exits non-zero, with the kernel and the compiler's message, on a failure
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import itertools
 import os
 import sys
-from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = ("fp32", "fp64")
 # Shared memory a block may use on sm_90 (227 KiB, with the opt-in Triton asks for).
@@ -74,14 +72,30 @@ def _specs(op: str, dt: str) -> list[tuple[str, dict[str, str], dict[str, object
                 out.append(
                     (
                         "_fwd",
-                        {"x_ptr": p, "ar_ptr": p, "ai_ptr": p, "z_ptr": p, "y_ptr": p, **sizes},
+                        {
+                            "x_ptr": p,
+                            "ar_ptr": p,
+                            "ai_ptr": p,
+                            "z_ptr": p,
+                            "zi_ptr": p,
+                            "y_ptr": p,
+                            **sizes,
+                        },
                         fwd,
                     )
                 )
                 out.append(
                     (
                         "_bwd",
-                        {"w_ptr": p, "g_ptr": p, "ar_ptr": p, "ai_ptr": p, "out_ptr": p, **sizes},
+                        {
+                            "w_ptr": p,
+                            "wi_ptr": p,
+                            "g_ptr": p,
+                            "ar_ptr": p,
+                            "ai_ptr": p,
+                            "out_ptr": p,
+                            **sizes,
+                        },
                         bwd,
                     )
                 )
@@ -89,7 +103,14 @@ def _specs(op: str, dt: str) -> list[tuple[str, dict[str, str], dict[str, object
             out.append(
                 (
                     "_materialize",
-                    {"a_ptr": p, "M": "i32", "N": "i32", "seed": "i32", "scale": "fp32"},
+                    {
+                        "a_ptr": p,
+                        "ai_ptr": p,
+                        "M": "i32",
+                        "N": "i32",
+                        "seed": "i32",
+                        "scale": "fp32",
+                    },
                     {"PLANES": planes, "BLOCK_M": 32, "BLOCK_N": 64},
                 )
             )
@@ -98,9 +119,7 @@ def _specs(op: str, dt: str) -> list[tuple[str, dict[str, str], dict[str, object
 
 
 def main(op: str) -> int:
-    spec = importlib.util.spec_from_file_location(f"aot_{op}", KERNELS / f"{op}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(f"metadip.kernels.{op}")
     failed = 0
     for dt in DTYPES:
         for name, args, constexprs in _specs(op, dt):
