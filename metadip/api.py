@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,12 +152,14 @@ def reconstruct(
     1000 for ``"random"``). seed: seeds the random init and the input jitter.
     device: where to fit (default: y's device). dtype: compute dtype.
     batch_size: problems fitted per pass (default: all B; lower it to save memory).
-    graph: capture the loop as a CUDA graph and replay it (None: on for CUDA when
-    no callback is given; True: required, an error says why if impossible).
+    graph: capture the loop as a CUDA graph and replay it. None ("auto"): on CUDA
+    without a callback, falling back to eager fitting, with a warning, if capture or
+    replay fails; True: required, an error says why if impossible; False: eager.
     callback: called with a ``StepInfo`` after every step in which a problem was
     accepted; ``StepInfo.first`` is the index of the pass's first problem.
     """
     t, back = _as_tensor(y)
+    user_op = op
     op = _operator(op, in_shape)
     batched = _check_y(t, op)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -193,11 +196,27 @@ def reconstruct(
         stop = min(first + per_pass, total)
         part = _chunk(op_dev, first, stop)
         if use_graph:
-            # The operator object itself is in the key (hashed by identity, kept alive).
-            key = (_init_key(init, seed), op, first, stop, n_steps, dtype, str(dev))
-            captured = graphs.cached_fit(key, meta, part, stop - first, n_steps, keep=init)
-            results.append(captured.run(ys[first:stop], seed))
-            continue
+            # Keyed by the caller's operator object (by identity, kept alive with the entry),
+            # not by the adapter built for this call, so a deepinv physics, a callable or a
+            # list of operators reuses its graph on the next call.
+            key = (_init_key(init, seed), _op_key(user_op), first, stop, n_steps, dtype, str(dev))
+            try:
+                captured = graphs.cached_fit(
+                    key, meta, part, stop - first, n_steps, keep=(init, user_op)
+                )
+                results.append(captured.run(ys[first:stop], seed))
+                continue
+            except Exception as exc:
+                if graph is True:
+                    raise
+                # graph="auto": the same fit, eager, rather than no result.
+                warnings.warn(
+                    f"CUDA-graph capture or replay failed ({type(exc).__name__}: {exc}); "
+                    "fitting eagerly instead (pass graph=False to skip the attempt)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                use_graph = False
         guide = guide_input(meta.config, part, ys[first:stop]) if meta.config.guided else None
         params, hyper = prepare(
             meta, op.in_shape, batch=stop - first, steps=n_steps, seed=seed, guide=guide
@@ -235,6 +254,13 @@ def reconstruct(
         init=_describe(init, meta, op.task),
         graph=use_graph,
     )
+
+
+def _op_key(op: Any) -> Any:
+    """The graph-cache key of the caller's operator: its identity (a list: its items')."""
+    if isinstance(op, (list, tuple)):
+        return tuple(id(o) for o in op)
+    return id(op)
 
 
 def _use_graph(graph: bool | None, dev: torch.device, callback: Any) -> bool:

@@ -203,3 +203,46 @@ def test_seeded_operators_reconstruct_like_their_dense_twin(cls):
     a = reconstruct(y, seeded, **FAST).image
     b = reconstruct(y, dense, **FAST).image
     torch.testing.assert_close(a, b)
+
+
+def test_auto_graph_falls_back_to_eager_with_a_warning(monkeypatch):
+    from metadip import graphs
+
+    init = tiny_init(1, steps=2)
+    y = torch.rand(1, 8, 8, dtype=torch.float64)
+    eager = reconstruct(y, OP, init=init, graph=False, dtype=torch.float64)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("capture failed")
+
+    # Pretend this device can capture, and make the capture fail.
+    monkeypatch.setattr(graphs, "why_not", lambda device, callback=None: None)
+    monkeypatch.setattr(graphs, "cached_fit", fail)
+    with pytest.warns(RuntimeWarning, match="fitting eagerly instead"):
+        rec = reconstruct(y, OP, init=init, dtype=torch.float64)
+    assert not rec.graph
+    torch.testing.assert_close(rec.image, eager.image, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="capture failed"):
+        reconstruct(y, OP, init=init, graph=True, dtype=torch.float64)
+
+
+def test_graph_cache_is_keyed_by_the_callers_operator(monkeypatch):
+    from metadip import graphs
+
+    keys = []
+
+    def record(key, *args, **kwargs):
+        keys.append(key)
+        raise RuntimeError("stop after the key")
+
+    monkeypatch.setattr(graphs, "why_not", lambda device, callback=None: None)
+    monkeypatch.setattr(graphs, "cached_fit", record)
+
+    def forward(x):
+        return 2 * x
+
+    init = tiny_init(1, steps=1)
+    with pytest.warns(RuntimeWarning):
+        for _ in range(2):  # a callable gets a new adapter per call, the same key
+            reconstruct(torch.rand(1, 8, 8), forward, init=init, in_shape=(1, 8, 8))
+    assert len(keys) == 2 and keys[0] == keys[1]
