@@ -1,9 +1,9 @@
 """Packaging: the top-level ``kernels/`` folder ships as ``metadip.kernels``; ``csrc/``
-builds the optional extension ``metadip._C``.
-
-The extension is a CUDAExtension when the installed torch has CUDA and nvcc is
-found, a CppExtension (OpenMP) otherwise. ``METADIP_NO_EXT=1`` skips it. A build
-that fails only warns: metadip then runs on its Triton / pure-torch backends
+builds the optional extensions ``metadip._C`` (C++, ATen's thread pool) and, when the
+installed torch has CUDA and nvcc is found, ``metadip._C_cuda`` (the same plus the CUDA
+kernels), each on its own so a failing CUDA build keeps the C++ one.
+``METADIP_NO_EXT=1`` skips both. A build that fails only warns: metadip then runs on
+its Triton / pure-torch backends
 (``METADIP_STRICT_EXT=1`` makes it an error, for the compile check in ``.ci/``).
 torch must be importable at build time (``pip install --no-build-isolation``).
 """
@@ -43,18 +43,23 @@ def _extension_kwargs() -> dict:
     sources = ["csrc/bindings.cpp", *rel("csrc/*/*_cpu.cpp")]
     # -fno-math-errno lets sqrt vectorize (errno is never read).
     cxx = ["-O3", "-fopenmp", "-fno-math-errno"]
-    with_cuda = torch.version.cuda is not None and ce.CUDA_HOME is not None
-    if with_cuda:
-        ext = ce.CUDAExtension(
-            "metadip._C",
-            sources + rel("csrc/*/*_cuda.cu"),
-            define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
-            extra_link_args=["-fopenmp"],
-        )
-    else:
-        ext = ce.CppExtension(
+    # Two extensions, so that a CUDA build failure never costs the CPU kernels: metadip._C
+    # (C++ only, always) and, where torch has CUDA and nvcc is found, metadip._C_cuda (the
+    # same bindings with the CUDA kernels too), which metadip._ops prefers when it imports.
+    exts = [
+        ce.CppExtension(
             "metadip._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]
+        )
+    ]
+    if torch.version.cuda is not None and ce.CUDA_HOME is not None:
+        exts.append(
+            ce.CUDAExtension(
+                "metadip._C_cuda",
+                sources + rel("csrc/*/*_cuda.cu"),
+                define_macros=[("WITH_CUDA", None)],
+                extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+                extra_link_args=["-fopenmp"],
+            )
         )
 
     # METADIP_STRICT_EXT=1 (the CUDA compile check in .ci/) makes a failed build an error.
@@ -79,7 +84,7 @@ def _extension_kwargs() -> dict:
                     raise
                 _warn(f"building {extension.name} failed ({exc}); falling back to Triton/torch")
 
-    return {"ext_modules": [ext], "cmdclass": {"build_ext": SafeBuildExt}}
+    return {"ext_modules": exts, "cmdclass": {"build_ext": SafeBuildExt}}
 
 
 setup(

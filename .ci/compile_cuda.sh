@@ -14,7 +14,8 @@ trap 'rm -rf "$BUILD"' EXIT
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export METADIP_STRICT_EXT=1 MAX_JOBS=${MAX_JOBS:-2}
 "$VENV/bin/python" setup.py -q build_ext --build-temp "$BUILD/temp" --build-lib "$BUILD/lib"
-SO=$(ls "$BUILD"/lib/metadip/_C*.so)
+SO=$(ls "$BUILD"/lib/metadip/_C_cuda*.so)
+ls "$BUILD"/lib/metadip/_C.*.so > /dev/null  # the C++-only extension is built beside it
 for sym in tv_fwd_cuda cm_lin_cuda ff_fwd_cuda; do
   nm -C "$SO" | grep -q "$sym" || { echo "compile_cuda: $SO lacks $sym"; exit 1; }
 done

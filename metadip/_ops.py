@@ -1,4 +1,4 @@
-"""torch.library registration of the C++/CUDA extension ``metadip._C``.
+"""torch.library registration of the C++/CUDA extension (``metadip._C_cuda``, else ``_C``).
 
 Each primitive of ``_C`` becomes a ``metadip::<name>`` custom op with a fake
 (meta) implementation, so it composes with torch.compile and FakeTensor, and
@@ -25,7 +25,11 @@ from torch import Tensor
 __all__ = ["EXT_ERROR", "HAS_EXT", "fourier_double_backward", "phase_weights"]
 
 try:
-    from metadip import _C  # type: ignore[attr-defined]
+    # The CUDA build (C++ and CUDA kernels) where it was built, else the C++ one.
+    try:
+        from metadip import _C_cuda as _C  # type: ignore[attr-defined]
+    except ImportError:
+        from metadip import _C  # type: ignore[attr-defined]
 
     HAS_EXT = True
     EXT_ERROR = ""

@@ -238,7 +238,10 @@ def _probe(backend: str, device: str, interpret: bool) -> str:
                 'pip install --no-build-isolation -e ".[dev]"'
             )
         if device == "cuda" and not _ops._C.has_cuda:
-            return "metadip._C was built without CUDA (torch without CUDA or no nvcc at build time)"
+            return (
+                "metadip._C_cuda was not built (torch without CUDA, no nvcc, or its build "
+                "failed at install time; the C++ CPU kernels in metadip._C are unaffected)"
+            )
     if backend == "triton":
         try:
             import triton  # noqa: F401

@@ -117,3 +117,21 @@ def test_cpp_gradient_recomputed_when_forward_skipped_it():
 def test_triton_kernels_compile_for_sm90():
     out = aot_compile("tv")
     assert "fp64" in out and "fp32" in out
+
+
+def test_cpp_kernel_is_the_same_on_any_thread_count():
+    """The C++ kernels run on ATen's pool (torch.set_num_threads governs them) over fixed
+    work units, so the result does not depend on the thread count."""
+    require("cpu", "cpp")
+    x = torch.rand(2, 3, 67, 45, dtype=torch.float64, requires_grad=True)
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            value = dispatch.tv(x, 1e-6, backend="cpp")
+            (grad,) = torch.autograd.grad(value.sum(), x)
+            out[n] = (value, grad)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out[1][0], out[2][0]) and torch.equal(out[1][1], out[2][1])

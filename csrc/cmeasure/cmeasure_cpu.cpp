@@ -3,7 +3,7 @@
 // the BLAS it links), with the magnitude epilogue / phase prologue fused in one
 // OpenMP pass. Seeded A: entries come from gauss_pair(seed, row, col) inside the
 // loops and are never stored, trading O(mn) memory for arithmetic.
-#include <omp.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <vector>
@@ -13,6 +13,9 @@
 
 namespace metadip {
 namespace {
+
+// Elements per task of the elementwise loops (at::parallel_for runs smaller ones inline).
+constexpr int64_t kGrain = 2048;
 
 void check_dense(const at::Tensor& ar, const c10::optional<at::Tensor>& ai, int64_t n,
                  at::ScalarType dt) {
@@ -61,11 +64,9 @@ at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
     const scalar_t* xd = x.data_ptr<scalar_t>();
     scalar_t* zd = z.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
-_Pragma("omp parallel")
-    {
+    at::parallel_for(0, m, 1, [&](int64_t i_begin, int64_t i_end) {
       std::vector<scalar_t> acc(P * B);
-_Pragma("omp for schedule(static)")
-      for (int64_t i = 0; i < m; ++i) {
+      for (int64_t i = i_begin; i < i_end; ++i) {
         std::fill(acc.begin(), acc.end(), scalar_t(0));
         for (int64_t j = 0; j < n; ++j) {
           float gr, gi;
@@ -81,7 +82,7 @@ _Pragma("omp for schedule(static)")
         }
         for (int64_t q = 0; q < P * B; ++q) zd[(q / B) * B * m + (q % B) * m + i] = acc[q];
       }
-    }
+    });
   });
   return z;
 }
@@ -110,11 +111,9 @@ at::Tensor cm_adj_cpu(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,
     const scalar_t* wd = w.data_ptr<scalar_t>();
     scalar_t* od = out.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
-_Pragma("omp parallel")
-    {
+    at::parallel_for(0, n, 1, [&](int64_t j_begin, int64_t j_end) {
       std::vector<scalar_t> acc(B);
-_Pragma("omp for schedule(static)")
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = j_begin; j < j_end; ++j) {
         std::fill(acc.begin(), acc.end(), scalar_t(0));
         for (int64_t i = 0; i < m; ++i) {
           float gr, gi;
@@ -129,7 +128,7 @@ _Pragma("omp for schedule(static)")
         }
         for (int64_t b = 0; b < B; ++b) od[b * n + j] = acc[b];
       }
-    }
+    });
   });
   return out;
 }
@@ -149,15 +148,16 @@ at::Tensor cm_adj_phase_cpu(const at::Tensor& g_, const at::Tensor& z_,
     const scalar_t* zd = z.data_ptr<scalar_t>();
     const scalar_t* gd = g.data_ptr<scalar_t>();
     scalar_t* wd = w.data_ptr<scalar_t>();
-_Pragma("omp parallel for schedule(static)")
-    for (int64_t q = 0; q < Bm; ++q) {
-      const scalar_t re = zd[q], im = zd[Bm + q];
-      const scalar_t r = std::sqrt(re * re + im * im);
-      // The gradient of |z| at z = 0 is defined as 0 (matches the torch reference).
-      const scalar_t k = r > 0 ? gd[q] / r : scalar_t(0);
-      wd[q] = k * re;
-      wd[Bm + q] = k * im;
-    }
+    at::parallel_for(0, Bm, kGrain, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const scalar_t re = zd[q], im = zd[Bm + q];
+        const scalar_t r = std::sqrt(re * re + im * im);
+        // The gradient of |z| at z = 0 is defined as 0 (matches the torch reference).
+        const scalar_t k = r > 0 ? gd[q] / r : scalar_t(0);
+        wd[q] = k * re;
+        wd[Bm + q] = k * im;
+      }
+    });
   });
   return cm_adj_cpu(w, ar, ai, seed, n, scale);
 }
@@ -172,16 +172,17 @@ at::Tensor cm_materialize_cpu(int64_t seed, int64_t m, int64_t n, bool cplx, dou
   AT_DISPATCH_FLOATING_TYPES(dtype, "cm_materialize_cpu", [&] {
     scalar_t* ad = a.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
-_Pragma("omp parallel for schedule(static)")
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) {
-        float gr, gi;
-        gauss_pair(static_cast<uint64_t>(seed), static_cast<uint32_t>(i),
-                   static_cast<uint32_t>(j), &gr, &gi);
-        ad[i * n + j] = static_cast<scalar_t>(gr) * sc;
-        if (P == 2) ad[m * n + i * n + j] = static_cast<scalar_t>(gi) * sc;
+    at::parallel_for(0, m, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          float gr, gi;
+          gauss_pair(static_cast<uint64_t>(seed), static_cast<uint32_t>(i),
+                     static_cast<uint32_t>(j), &gr, &gi);
+          ad[i * n + j] = static_cast<scalar_t>(gr) * sc;
+          if (P == 2) ad[m * n + i * n + j] = static_cast<scalar_t>(gi) * sc;
+        }
       }
-    }
+    });
   });
   return a;
 }
@@ -197,11 +198,12 @@ std::tuple<at::Tensor, at::Tensor> cm_meas_cpu(const at::Tensor& x,
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "cm_mag_cpu", [&] {
     const scalar_t* zd = z.data_ptr<scalar_t>();
     scalar_t* yd = y.data_ptr<scalar_t>();
-_Pragma("omp parallel for schedule(static)")
-    for (int64_t q = 0; q < Bm; ++q) {
-      const scalar_t re = zd[q], im = zd[Bm + q];
-      yd[q] = std::sqrt(re * re + im * im);
-    }
+    at::parallel_for(0, Bm, kGrain, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const scalar_t re = zd[q], im = zd[Bm + q];
+        yd[q] = std::sqrt(re * re + im * im);
+      }
+    });
   });
   return {y, z};
 }

@@ -5,7 +5,7 @@
 // instead of O(KHW), and a vectorizable inner loop. The result differs from
 // evaluating sin(α+β) directly by a few ulps of |φ|, as does the reference's own
 // rounding of the phase sum.
-#include <omp.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <vector>
@@ -59,9 +59,9 @@ at::Tensor ff_fwd_cpu(const at::Tensor& b_, int64_t H, int64_t W) {
     std::vector<scalar_t> sa, ca, sb, cb;
     tables(b.data_ptr<scalar_t>(), K, H, W, sa, ca, sb, cb);
     scalar_t* od = out.data_ptr<scalar_t>();
-    _Pragma("omp parallel for collapse(2) schedule(static)")
-    for (int64_t k = 0; k < K; ++k) {
-      for (int64_t i = 0; i < H; ++i) {
+    at::parallel_for(0, K * H, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t k = r / H, i = r % H;
         const scalar_t s_a = sa[k * H + i], c_a = ca[k * H + i];
         const scalar_t* s_b = sb.data() + k * W;
         const scalar_t* c_b = cb.data() + k * W;
@@ -72,7 +72,7 @@ at::Tensor ff_fwd_cpu(const at::Tensor& b_, int64_t H, int64_t W) {
           c[j] = c_a * c_b[j] - s_a * s_b[j];
         }
       }
-    }
+    });
   });
   return out;
 }
@@ -92,9 +92,9 @@ at::Tensor ff_bwd_cpu(const at::Tensor& g_, const at::Tensor& b_, int64_t H, int
     tables(b.data_ptr<scalar_t>(), K, H, W, sa, ca, sb, cb);
     const scalar_t* gd = g.data_ptr<scalar_t>();
     double* pd = part.data_ptr<double>();
-    _Pragma("omp parallel for collapse(2) schedule(static)")
-    for (int64_t k = 0; k < K; ++k) {
-      for (int64_t i = 0; i < H; ++i) {
+    at::parallel_for(0, K * H, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t k = r / H, i = r % H;
         const scalar_t s_a = sa[k * H + i], c_a = ca[k * H + i];
         const scalar_t* s_b = sb.data() + k * W;
         const scalar_t* c_b = cb.data() + k * W;
@@ -112,7 +112,7 @@ at::Tensor ff_bwd_cpu(const at::Tensor& g_, const at::Tensor& b_, int64_t H, int
         pd[(k * H + i) * 2] = kTwoPi * row * (static_cast<double>(i) / H);
         pd[(k * H + i) * 2 + 1] = kTwoPi * col;
       }
-    }
+    });
   });
   return part.sum(1).to(b.scalar_type());
 }

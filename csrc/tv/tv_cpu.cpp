@@ -2,7 +2,7 @@
 // OpenMP pragmas are written as _Pragma because they sit inside AT_DISPATCH macro arguments.
 // Work unit: a band of rows of one plane; the row above the band is recomputed
 // so bands are independent and the stencil reads each row of x once per band.
-#include <omp.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -97,11 +97,9 @@ std::tuple<at::Tensor, at::Tensor> tv_fwd_cpu(const at::Tensor& x_, double eps, 
     scalar_t* gd = with_grad ? grad.data_ptr<scalar_t>() : nullptr;
     double* pd = part.data_ptr<double>();
     const scalar_t e = static_cast<scalar_t>(eps);
-_Pragma("omp parallel")
-    {
+    at::parallel_for(0, P * nb, 1, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> up(W), cu(W), cv(W), scratch(W);
-_Pragma("omp for schedule(static)")
-      for (int64_t t = 0; t < P * nb; ++t) {
+      for (int64_t t = t0; t < t1; ++t) {
         const int64_t p = t / nb, i0 = (t % nb) * kBand, i1 = std::min(H, i0 + kBand);
         const scalar_t* xp = xd + p * H * W;
         scalar_t* gp = with_grad ? gd + p * H * W : nullptr;
@@ -124,7 +122,7 @@ _Pragma("omp for schedule(static)")
         }
         pd[t] = acc;
       }
-    }
+    });
   });
   return {part.sum(1).to(x.scalar_type()), grad};
 }
@@ -143,11 +141,9 @@ at::Tensor tv_hvp_cpu(const at::Tensor& x_, const at::Tensor& v_, double eps) {
     const scalar_t* vd = v.data_ptr<scalar_t>();
     scalar_t* od = out.data_ptr<scalar_t>();
     const scalar_t e = static_cast<scalar_t>(eps);
-_Pragma("omp parallel")
-    {
+    at::parallel_for(0, P * nb, 1, [&](int64_t t0, int64_t t1) {
       std::vector<scalar_t> up(W), cu(W), cv(W), scratch(W);
-_Pragma("omp for schedule(static)")
-      for (int64_t t = 0; t < P * nb; ++t) {
+      for (int64_t t = t0; t < t1; ++t) {
         const int64_t p = t / nb, i0 = (t % nb) * kBand, i1 = std::min(H, i0 + kBand);
         const scalar_t* xp = xd + p * H * W;
         const scalar_t* vp = vd + p * H * W;
@@ -163,7 +159,7 @@ _Pragma("omp for schedule(static)")
           std::swap(up, cu);
         }
       }
-    }
+    });
   });
   return out;
 }
