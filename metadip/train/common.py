@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from metadip.data import PatchSampler, TaskSampler
+from metadip.data import PatchSampler, TaskSampler, load_images
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.inner import fit, prepare
@@ -20,12 +20,14 @@ from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
 
 __all__ = [
     "Run",
+    "Session",
     "TrainResult",
     "atomic_save",
     "evaluate",
     "log_points",
     "open_run",
     "psnr_curve",
+    "start_session",
     "val_tasks",
 ]
 
@@ -157,6 +159,37 @@ class Run:
     def save(self, state: dict) -> None:
         """Writes the checkpoint: ``state`` (step, tensors, optimizer, RNG) plus the config."""
         atomic_save({"format": CKPT_FORMAT, "config": asdict(self.cfg), **state}, self.ckpt_path)
+
+
+@dataclass
+class Session:
+    """What a training loop starts from: the run folder, device and dtype, the samplers of
+    training patches and tasks, and the fixed held-out tasks."""
+
+    run: Run
+    device: torch.device
+    dtype: torch.dtype
+    patches: PatchSampler
+    tasks: TaskSampler
+    held_out: list
+
+
+def start_session(cfg: TrainConfig, resume: bool) -> Session:
+    """Opens (or resumes) ``cfg.out``, sets the thread count and loads the data split."""
+    run = open_run(cfg, resume)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+    train_images, val_images = load_images(cfg.data, cfg.channels, cfg.val_fraction, cfg.seed)
+    return Session(
+        run,
+        device,
+        dtype,
+        PatchSampler(train_images, cfg.patch),
+        TaskSampler(cfg.tasks, tuple(cfg.sigma), tuple(cfg.ratio)),
+        val_tasks(cfg, val_images or train_images, dtype, device),
+    )
 
 
 def open_run(cfg: TrainConfig, resume: bool) -> Run:

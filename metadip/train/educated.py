@@ -31,13 +31,13 @@ from dataclasses import asdict, replace
 import torch
 from tqdm.auto import tqdm
 
-from metadip.data import PatchSampler, TaskSampler, load_images
+from metadip.data import TaskSampler
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.metrics import psnr
 from metadip.networks import NetConfig, build_network
 from metadip.plots import plot_curves
-from metadip.train.common import TrainResult, evaluate, log_points, open_run, psnr_curve, val_tasks
+from metadip.train.common import TrainResult, evaluate, log_points, psnr_curve, start_session
 from metadip.train.config import TrainConfig
 
 __all__ = ["EDUCATED_NETWORK", "educated_init", "train_educated"]
@@ -106,16 +106,9 @@ def _pretrained_psnr(net: torch.nn.Module, config: NetConfig, tasks: list) -> fl
 
 def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Runs (or resumes) Educated-DIP pretraining as configured; see the module docstring."""
-    run = open_run(cfg, resume)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    dtype = getattr(torch, cfg.dtype)
-
-    train_images, val_images = load_images(cfg.data, cfg.channels, cfg.val_fraction, cfg.seed)
-    sampler = PatchSampler(train_images, cfg.patch)
-    task_sampler = TaskSampler(cfg.tasks, tuple(cfg.sigma), tuple(cfg.ratio))
-    held_out = val_tasks(cfg, val_images or train_images, dtype, device)
+    session = start_session(cfg, resume)
+    run, device, dtype, held_out = session.run, session.device, session.dtype, session.held_out
+    sampler, task_sampler = session.patches, session.tasks
 
     init = educated_init(cfg, dtype).to(device)
     net = build_network(init.config).to(device=device, dtype=dtype)

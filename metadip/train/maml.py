@@ -25,18 +25,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from metadip.data import PatchSampler, TaskSampler, load_images
 from metadip.init import MetaInit
 from metadip.meta import HYPER_NAMES, meta_gradient
 from metadip.plots import plot_curves
-from metadip.train.common import (
-    TrainResult,
-    evaluate,
-    log_points,
-    open_run,
-    psnr_curve,
-    val_tasks,
-)
+from metadip.train.common import TrainResult, evaluate, log_points, psnr_curve, start_session
 from metadip.train.config import TrainConfig
 
 __all__ = ["train_maml"]
@@ -99,17 +91,10 @@ def _with_tensors(init: MetaInit, tensors: dict[str, Tensor]) -> MetaInit:
 
 def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Runs (or resumes) meta-training as configured; see the module docstring."""
-    run = open_run(cfg, resume)
+    session = start_session(cfg, resume)
+    run, device, dtype, held_out = session.run, session.device, session.dtype, session.held_out
+    sampler, task_sampler = session.patches, session.tasks
     ckpt = run.checkpoint
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    dtype = getattr(torch, cfg.dtype)
-
-    train_images, val_images = load_images(cfg.data, cfg.channels, cfg.val_fraction, cfg.seed)
-    sampler = PatchSampler(train_images, cfg.patch)
-    task_sampler = TaskSampler(cfg.tasks, tuple(cfg.sigma), tuple(cfg.ratio))
-    held_out = val_tasks(cfg, val_images or train_images, dtype, device)
 
     init = (_warm_start(cfg, dtype) if cfg.init_from else _initial(cfg, dtype)).to(device)
     names = [n for n in init.tensors() if n != "fourier_basis"]
