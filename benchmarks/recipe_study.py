@@ -25,6 +25,9 @@ METHOD is one of
   ``noisy``                    the noisy input itself (denoising only)
 TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
 ``@gray`` appended for the 1-channel (BT.601) version of each patch.
+``--auto N`` fits with ``steps="auto", max_steps=N`` instead and records the PSNR of the
+returned image, of the best iterate of the same run (the oracle) and of the last one,
+with the steps run and the steps chosen (``auto_stop.md`` tabulates them).
 A method is fitted once for the largest step count; the PSNR of the image the fit
 would return at each smaller count is read along the way (for an EMA method the
 EMA image is used, so the curve equals separate fits). Rows are appended to
@@ -193,6 +196,34 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
     return {"psnr": curve, "seconds": rec.seconds, "restored": len(rec.restored)}
 
 
+def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int) -> dict:
+    """``steps="auto"`` up to ``max_steps``: PSNR of the returned image, of the oracle (the
+    best iterate of the same run, known only with the ground truth) and of the last one."""
+    task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
+    if gray:
+        x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
+    spec = parse_task(task)
+    seed = cell_seed(patch, spec.spec)
+    op = spec.operator(x.shape, seed)
+    y = op.measure(x, torch.Generator().manual_seed(seed))
+    init = _method_init(method, x.shape[0], 0, op.task)
+    curve: list[float] = []
+
+    def track(info: StepInfo) -> None:
+        curve.append(psnr(info.image()[0].clamp(0, 1), x))
+
+    rec = metadip.reconstruct(y, op, init=init, steps="auto", max_steps=max_steps, callback=track)
+    best = max(range(len(curve)), key=curve.__getitem__)
+    return {
+        "psnr": {"auto": psnr(rec.image.clamp(0, 1), x), "oracle": curve[best], "last": curve[-1]},
+        "stopped_at": rec.stopped_at,
+        "ran": rec.steps,
+        "oracle_step": best + 1,
+        "max_steps": max_steps,
+        "seconds": rec.seconds,
+    }
+
+
 def _done(path: Path) -> set[tuple[str, str, str, str]]:
     """(method, task, patch, step counts) of the rows already in ``path``."""
     if not path.is_file():
@@ -216,11 +247,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     done = _done(rows_path)
     steps = sorted({int(s) for s in args.steps.split(",")})
     key = ",".join(sorted(str(n) for n in steps)) if args.method not in ("bm3d", "noisy") else "0"
+    if args.auto:
+        key = "auto,last,oracle"
     patches = read_list(args.list)[: args.patches]
     for patch, x in patches:
         if (args.method, args.task, patch, key) in done:
             continue
-        res = run_one(args.method, args.task, x, patch, steps)
+        if args.auto:
+            res = run_auto(args.method, args.task, x, patch, args.auto)
+        else:
+            res = run_one(args.method, args.task, x, patch, steps)
         row = {
             "method": args.method,
             "task": args.task,
@@ -261,7 +297,7 @@ def cmd_table(args: argparse.Namespace) -> None:
             head += f" paired Δ vs {args.ref} ({args.ref_steps}) |"
             sep += "---:|"
         emit(head + "\n" + sep)
-        for (method, n), vals in sorted(cells.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        for (method, n), vals in sorted(cells.items(), key=_order):
             v = np.array(list(vals.values()))
             line = f"| {method} | {n} | {len(v)} | {v.mean():.2f} ± {_se(v):.2f} |"
             if ref:
@@ -272,10 +308,32 @@ def cmd_table(args: argparse.Namespace) -> None:
                 else:
                     line += " — |"
             emit(line)
+    auto_rows = [r for r in rows if "ran" in r and (args.task is None or r["task"] == args.task)]
+    if auto_rows:
+        emit("\n### steps='auto'\n")
+        emit("| method | task | patches | steps run | chosen step | oracle step | stopped early |")
+        emit("|---|---|---:|---:|---:|---:|---:|")
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for r in auto_rows:
+            groups.setdefault((r["method"], r["task"]), []).append(r)
+        for (method, task), rs in sorted(groups.items()):
+            ran = np.array([r["ran"] for r in rs])
+            early = sum(r["ran"] < r["max_steps"] for r in rs)
+            emit(
+                f"| {method} | {task} | {len(rs)} | {ran.mean():.0f} ± {_se(ran):.0f} | "
+                f"{np.mean([r['stopped_at'] for r in rs]):.0f} | "
+                f"{np.mean([r['oracle_step'] for r in rs]):.0f} | {early} of {len(rs)} |"
+            )
     text = "\n".join(lines).lstrip("\n") + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+
+
+def _order(item: tuple) -> tuple:
+    """Rows by method, then step count (numbers first, then auto / last / oracle)."""
+    (method, n), _ = item
+    return (method, 0, int(n), "") if n.isdigit() else (method, 1, 0, n)
 
 
 def _se(v: np.ndarray) -> float:
@@ -294,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--list", default="validation.tsv")
     r.add_argument("--rows", default="rows.jsonl")
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument(
+        "--auto", type=int, default=0, help="steps='auto' with this max_steps (psnr: auto/oracle)"
+    )
     t = sub.add_parser("table")
     t.add_argument("--rows", default="rows.jsonl")
     t.add_argument("--task", default=None)

@@ -7,7 +7,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,10 @@ from torch import Tensor
 from metadip import graphs
 from metadip.guide import check_guide_operator, guide_input
 from metadip.init import MetaInit, default_init_path, load_init
-from metadip.inner import StepInfo, fit, prepare
+from metadip.inner import FitResult, StepInfo, fit, prepare
 from metadip.losses import check_loss
 from metadip.operators import Operator, Stacked, as_operator
+from metadip.stopping import WindowedVariance, default_window
 
 __all__ = ["Reconstruction", "reconstruct"]
 
@@ -34,7 +35,9 @@ class Reconstruction:
     loss at each step (one list per batch item for a batch). ``restored``: step
     indices where a non-finite or exploding loss made the fit go back to the last
     good parameters with half the step size (empty when that never happened).
-    ``graph``: whether the loop ran as a replayed CUDA graph.
+    ``graph``: whether the loop ran as a replayed CUDA graph. With ``steps="auto"``,
+    ``steps`` is the number of steps run and ``stopped_at`` the step whose image is
+    returned (one per problem for a batch); otherwise ``stopped_at`` is None.
     """
 
     image: Any
@@ -45,6 +48,7 @@ class Reconstruction:
     restored: list[int] | list[list[int]] = field(default_factory=list)
     init: str = ""
     graph: bool = False
+    stopped_at: int | list[int] | None = None
 
 
 def _as_tensor(y: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
@@ -126,7 +130,8 @@ def reconstruct(
     op: Any,
     *,
     init: str | Path | MetaInit = "default",
-    steps: int | None = None,
+    steps: int | str | None = None,
+    max_steps: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
@@ -149,7 +154,10 @@ def reconstruct(
     Adam, jitter, EMA), a file path or a ``MetaInit``. A 3-channel init also fits
     1-channel problems (its output's channel mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
-    1000 for ``"random"``). seed: seeds the random init and the input jitter.
+    1000 for ``"random"``), or ``"auto"``: stop without ground truth where the windowed
+    variance of the iterates is lowest (``metadip.stopping``; one extra forward per
+    step), after at most ``max_steps`` (default: the larger of 1000 and the init's
+    horizon). seed: seeds the random init and the input jitter.
     device: where to fit (default: y's device). dtype: compute dtype.
     batch_size: problems fitted per pass (default: all B; lower it to save memory).
     graph: capture the loop as a CUDA graph and replay it. None ("auto"): on CUDA
@@ -162,8 +170,18 @@ def reconstruct(
     user_op = op
     op = _operator(op, in_shape)
     batched = _check_y(t, op)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    auto = steps == "auto"
+    if (
+        not auto
+        and steps is not None
+        and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1)
+    ):
+        raise ValueError(f"steps must be an integer >= 1 or 'auto', got {steps!r}")
+    if max_steps is not None:
+        if not auto:
+            raise ValueError("max_steps bounds automatic stopping: pass it with steps='auto'")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if isinstance(op, Stacked) and (not batched or t.shape[0] != len(op.ops)):
@@ -177,14 +195,20 @@ def reconstruct(
     ):
         raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     dev = torch.device(device) if device is not None else t.device
-    use_graph = _use_graph(graph, dev, callback)
+    if auto and graph is True:
+        raise RuntimeError(
+            "graph=True but the fit cannot be captured: steps='auto' reads the iterates on "
+            "the host every step, which a graph cannot"
+        )
+    use_graph = False if auto else _use_graph(graph, dev, callback)
     op_dev = op.to(device=dev, dtype=dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
     meta = meta.to(device=dev, dtype=dtype)
     if meta.config.guided:
         check_guide_operator(op)
     check_loss(meta.loss, op)
-    n_steps = meta.steps if steps is None else steps
+    # Automatic stopping runs up to max_steps; a fixed count defaults to the init's horizon.
+    n_steps = (max_steps or max(1000, meta.steps)) if auto else (steps or meta.steps)
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]
     total = ys.shape[0]
@@ -192,6 +216,7 @@ def reconstruct(
 
     start = time.perf_counter()
     results = []
+    stops: list[int] = []
     for first in range(0, total, per_pass):
         stop = min(first + per_pass, total)
         part = _chunk(op_dev, first, stop)
@@ -223,18 +248,16 @@ def reconstruct(
         )
         desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"
         cb = None if callback is None else _offset(callback, first)
-        results.append(
-            fit(
-                params,
-                ys[first:stop],
-                part,
-                hyper,
-                n_steps,
-                callback=cb,
-                progress=progress,
-                desc=desc,
-            )
+        watcher = WindowedVariance(*default_window(n_steps)) if auto else None
+        if watcher is not None:
+            cb = _watching(watcher, cb)
+        res = fit(
+            params, ys[first:stop], part, hyper, n_steps, callback=cb, progress=progress, desc=desc
         )
+        if watcher is not None:
+            res, at = _stopped(res, watcher)
+            stops.extend(at)
+        results.append(res)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
@@ -242,17 +265,21 @@ def reconstruct(
     image = torch.cat([r.image for r in results])
     losses: Any = [row for r in results for row in r.losses]
     restored: Any = [row for r in results for row in r.restored]
+    stopped_at: Any = stops or None
+    run = max(len(row) for row in losses) if losses else 0
     if not batched:
         image, losses, restored = image[0], losses[0], restored[0]
+        stopped_at = stops[0] if stops else None
     return Reconstruction(
         image=back(image),
         losses=losses,
-        steps=n_steps,
+        steps=run if auto else n_steps,
         seconds=seconds,
         device=dev,
         restored=restored,
         init=_describe(init, meta, op.task),
         graph=use_graph,
+        stopped_at=stopped_at,
     )
 
 
@@ -280,6 +307,33 @@ def _init_key(init: Any, seed: int) -> Any:
     if isinstance(init, MetaInit):
         return id(init)
     return (str(init), seed) if init == "random" else str(init)
+
+
+def _watching(watcher: WindowedVariance, callback: Any) -> Callable[[StepInfo], bool]:
+    """A callback that feeds the iterates to ``watcher`` (after the caller's callback) and
+    ends the fit once every problem has stopped."""
+
+    def call(info: StepInfo) -> bool:
+        if callback is not None:
+            callback(info)
+        watcher.update(info.image(), info.step + 1)
+        return watcher.done
+
+    return call
+
+
+def _stopped(res: FitResult, watcher: WindowedVariance) -> tuple[FitResult, list[int]]:
+    """The fit's result with each problem's image at its detected step; a problem whose
+    window never filled keeps its final image and the last step."""
+    run = len(res.losses[0]) if res.losses else 0
+    image = res.image.clone()
+    at = []
+    for b in range(image.shape[0]):
+        found = watcher.best_images is not None and watcher.found[b]
+        if found:
+            image[b] = watcher.best_images[b].to(image.dtype)
+        at.append(watcher.best_steps[b] if found else run)
+    return replace(res, image=image), at
 
 
 def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepInfo], None]:

@@ -335,12 +335,15 @@ class StepInfo:
     hyper: Hyper
     losses: list[float] = field(default_factory=list)
     first: int = 0
+    _image: Tensor | None = field(default=None, repr=False)
 
     def image(self) -> Tensor:
-        """The current image ``f_θ(z)`` ``(B, C, H, W)`` (one extra forward pass; call
-        only when needed)."""
-        with torch.no_grad():
-            return output(self.params, self.hyper)
+        """The current image ``f_θ(z)`` ``(B, C, H, W)`` (one extra forward pass, done once
+        per step however many callers ask; call only when needed)."""
+        if self._image is None:
+            with torch.no_grad():
+                self._image = output(self.params, self.hyper)
+        return self._image
 
 
 @dataclass
@@ -406,7 +409,7 @@ def run_loop(
 ) -> Trace:
     """The fitting loop with per-problem restores done on the device (``torch.where``):
     no host synchronization unless ``callback`` or a progress ``bar`` is given, so it can
-    be captured in a CUDA graph."""
+    be captured in a CUDA graph. A ``callback`` that returns True stops the loop."""
     b = y.shape[0]
     state = init_state(params, hyper)
     good_params, good_state = params, state
@@ -437,8 +440,9 @@ def run_loop(
                 bar.set_postfix(loss=f"{float(loss.mean()):.3e}")
         if callback is not None:
             values, flags = loss.tolist(), bad.tolist()
-            if not all(flags):
-                callback(StepInfo(t, sum(values) / b, params, hyper, values))
+            # A callback that returns True ends the fit after this step (automatic stopping).
+            if not all(flags) and callback(StepInfo(t, sum(values) / b, params, hyper, values)):
+                break
     empty = y.new_zeros(b, 0)
     return Trace(
         params,

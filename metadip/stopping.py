@@ -1,0 +1,82 @@
+"""Automatic stopping without ground truth: the windowed moving variance of the iterates
+(ES-WMV, Wang et al., "Early stopping for deep image prior").
+
+A DIP fit first reconstructs the image, then starts fitting the noise; the iterates
+``x_t = f_θt(z)`` change least around the peak. With a window of the last W iterates,
+``VAR_t = mean_w ‖x_w − x̄‖² / n`` over the window; the fit stops when ``VAR`` has not
+reached a new minimum for ``patience`` steps, and the image at the minimum is returned.
+Every problem of a batch is watched on its own; the fit ends when all have stopped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import Tensor
+
+__all__ = ["WindowedVariance", "default_window"]
+
+
+def default_window(max_steps: int) -> tuple[int, int]:
+    """``(window, patience)`` for a run of at most ``max_steps``: 1/20 and 1/5 of it, at
+    least 5 and 20 steps."""
+    return max(5, max_steps // 20), max(20, max_steps // 5)
+
+
+class WindowedVariance:
+    """Watches the iterates ``(B, C, H, W)`` of B problems, one call per step.
+
+    ``update(images, step)`` feeds step ``step``'s images; ``done`` is true once every
+    problem has stopped; ``best_images`` ``(B, C, H, W)`` and ``best_steps`` hold, per
+    problem, the image and the (1-based) step of the lowest windowed variance so far.
+    """
+
+    def __init__(self, window: int, patience: int):
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"window must be an integer >= 2, got {window!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        self.window, self.patience = window, patience
+        self._recent: deque[Tensor] = deque(maxlen=window)
+        self.best_images: Tensor | None = None
+        self.best_steps: list[int] = []
+        self._best_var: Tensor | None = None
+        self._stopped: Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._stopped is not None and bool(self._stopped.all())
+
+    @property
+    def stopped(self) -> list[bool]:
+        return [] if self._stopped is None else self._stopped.tolist()
+
+    @property
+    def found(self) -> list[bool]:
+        """Per problem: whether a windowed variance was ever computed (the window filled)."""
+        if self._best_var is None:
+            return []
+        return torch.isfinite(self._best_var).tolist()
+
+    def update(self, images: Tensor, step: int) -> None:
+        images = images.detach()
+        if self.best_images is None:
+            b = images.shape[0]
+            self.best_images = images.clone()
+            self.best_steps = [step] * b
+            self._best_var = torch.full((b,), float("inf"), dtype=torch.float64)
+            self._stopped = torch.zeros(b, dtype=torch.bool)
+        self._recent.append(images)
+        if len(self._recent) < self.window:
+            return
+        stack = torch.stack(list(self._recent))  # (W, B, C, H, W)
+        var = (stack - stack.mean(dim=0)).pow(2).flatten(2).mean(dim=2).mean(dim=0)
+        var = var.to(torch.float64).cpu()
+        better = (var < self._best_var) & ~self._stopped
+        for b in better.nonzero().flatten().tolist():
+            self._best_var[b] = var[b]
+            self.best_steps[b] = step
+            self.best_images[b] = images[b]
+        waited = torch.tensor([step - s for s in self.best_steps])
+        self._stopped |= waited >= self.patience

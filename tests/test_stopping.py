@@ -1,0 +1,108 @@
+"""Automatic stopping (ES-WMV): the detector on sequences with a known peak, and
+``reconstruct(steps="auto")``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metadip.api import reconstruct
+from metadip.operators import Denoise
+from metadip.stopping import WindowedVariance, default_window
+from tests.conftest import smooth_image, tiny_init
+
+F64 = torch.float64
+
+
+def _sequence(peaks: list[int], steps: int, seed: int = 0) -> list[torch.Tensor]:
+    """Iterates ``(B, 1, 8, 8)`` that move least at each problem's peak: a fixed image
+    plus fresh noise scaled by the distance to the peak."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(len(peaks), 1, 8, 8, generator=g, dtype=F64)
+    out = []
+    for t in range(1, steps + 1):
+        scale = torch.tensor([abs(t - p) / p + 0.01 for p in peaks], dtype=F64)
+        noise = torch.randn(base.shape, generator=g, dtype=F64)
+        out.append(base + scale.view(-1, 1, 1, 1) * noise)
+    return out
+
+
+def test_detects_a_known_peak_and_stops_after_the_patience():
+    watcher = WindowedVariance(window=5, patience=20)
+    seq = _sequence([50], 200)
+    for t, x in enumerate(seq, start=1):
+        watcher.update(x, t)
+        if watcher.done:
+            break
+    (best,) = watcher.best_steps
+    # The window ending at `best` straddles the peak.
+    assert 50 <= best <= 50 + 5
+    assert t == best + 20 and watcher.found == [True]
+    torch.testing.assert_close(watcher.best_images[0], seq[best - 1][0])
+
+
+def test_each_problem_of_a_batch_stops_on_its_own():
+    watcher = WindowedVariance(window=5, patience=15)
+    seq = _sequence([30, 80], 300)
+    for t, x in enumerate(seq, start=1):
+        watcher.update(x, t)
+        if watcher.done:
+            break
+    first, second = watcher.best_steps
+    assert 30 <= first <= 35 and 80 <= second <= 85
+    assert t == second + 15
+
+
+def test_bad_settings_are_errors():
+    with pytest.raises(ValueError, match="window must be an integer >= 2"):
+        WindowedVariance(window=1, patience=5)
+    with pytest.raises(ValueError, match="patience must be an integer >= 1"):
+        WindowedVariance(window=5, patience=0)
+    assert default_window(1000) == (50, 200) and default_window(40) == (5, 20)
+
+
+def _problem(batch: int = 1):
+    op = Denoise((1, 16, 16), 0.1)
+    x = torch.stack([smooth_image(1, 16, 16, seed=i).to(F64) for i in range(batch)])
+    return op, op.measure(x, torch.Generator().manual_seed(0))
+
+
+def test_reconstruct_auto_stops_and_returns_the_detected_image():
+    op, y = _problem()
+    init = tiny_init(1, steps=10, rule="adam", lr=0.05)
+    seen = []
+    rec = reconstruct(y[0], op, init=init, steps="auto", max_steps=300, dtype=F64,
+                      callback=lambda info: seen.append(info.step))  # fmt: skip
+    assert rec.stopped_at is not None and 1 <= rec.stopped_at <= rec.steps <= 300
+    assert len(rec.losses) == rec.steps and len(seen) == rec.steps
+    # The returned image is the network's output after `stopped_at` steps.
+    fixed = reconstruct(y[0], op, init=init, steps=rec.stopped_at, dtype=F64)
+    assert fixed.stopped_at is None
+    probe = []
+    reconstruct(y[0], op, init=init, steps=rec.stopped_at, dtype=F64,
+                callback=lambda info: probe.append(info.image()[0]))  # fmt: skip
+    torch.testing.assert_close(rec.image, probe[-1])
+
+
+def test_batched_auto_equals_single_runs():
+    op, y = _problem(batch=2)
+    init = tiny_init(1, steps=10, rule="adam", lr=0.05)
+    both = reconstruct(y, op, init=init, steps="auto", max_steps=300, dtype=F64)
+    for b in range(2):
+        one = reconstruct(y[b], op, init=init, steps="auto", max_steps=300, dtype=F64)
+        assert both.stopped_at[b] == one.stopped_at
+        torch.testing.assert_close(both.image[b], one.image)
+    assert both.steps == max(len(row) for row in both.losses)
+
+
+def test_auto_stopping_arguments_are_checked():
+    op, y = _problem()
+    init = tiny_init(1, steps=4)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1 or 'auto'"):
+        reconstruct(y[0], op, init=init, steps="soon")
+    with pytest.raises(ValueError, match="pass it with steps='auto'"):
+        reconstruct(y[0], op, init=init, steps=10, max_steps=20)
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        reconstruct(y[0], op, init=init, steps="auto", max_steps=0)
+    with pytest.raises(RuntimeError, match="reads the iterates on the host"):
+        reconstruct(y[0], op, init=init, steps="auto", graph=True)
