@@ -16,7 +16,10 @@ export METADIP_STRICT_EXT=1 MAX_JOBS=${MAX_JOBS:-2}
 "$VENV/bin/python" setup.py -q build_ext --build-temp "$BUILD/temp" --build-lib "$BUILD/lib"
 SO=$(ls "$BUILD"/lib/metadip/_C_cuda*.so)
 ls "$BUILD"/lib/metadip/_C.*.so > /dev/null  # the C++-only extension is built beside it
+# The symbol table goes to a file first: `nm | grep -q` under pipefail fails with SIGPIPE
+# whenever grep matches before nm has written everything.
+nm -C --defined-only "$SO" > "$BUILD/symbols"
 for sym in tv_fwd_cuda cm_lin_cuda ff_fwd_cuda; do
-  nm -C "$SO" | grep -q "$sym" || { echo "compile_cuda: $SO lacks $sym"; exit 1; }
+  grep -q "$sym(" "$BUILD/symbols" || { echo "compile_cuda: $SO lacks $sym"; exit 1; }
 done
 echo "compile_cuda: CUDA extension built for sm_${TORCH_CUDA_ARCH_LIST/./} ($(du -h "$SO" | cut -f1))"

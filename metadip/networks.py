@@ -118,7 +118,10 @@ class Norm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        # Group norm with one channel per group is instance norm without running
+        # statistics, the same maths; its CPU kernel is 1.5-2x faster forward and
+        # backward (no per-image copy of the affine parameters) and twice differentiable.
+        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
 def _norm(channels: int, norm: str) -> nn.Module:
