@@ -25,9 +25,11 @@ METHOD is one of
   ``noisy``                    the noisy input itself (denoising only)
 TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
 ``@gray`` appended for the 1-channel (BT.601) version of each patch.
-``--auto N`` fits with ``steps="auto", max_steps=N`` instead and records the PSNR of the
-returned image, of the best iterate of the same run (the oracle) and of the last one,
-with the steps run and the steps chosen (``auto_stop.md`` tabulates them).
+``--auto N`` measures ``steps="auto", max_steps=N``: it fits N steps and replays the
+stopping rule ``reconstruct`` uses (``metadip.stopping``, the same window and patience)
+on the iterates, so one run gives the PSNR of the image ``steps="auto"`` returns, the
+step it returns and the step it would have stopped at, the oracle (the best iterate of
+all N, known only with the ground truth) and the fixed-count PSNRs at 50, 100, 300, N.
 A method is fitted once for the largest step count; the PSNR of the image the fit
 would return at each smaller count is read along the way (for an EMA method the
 EMA image is used, so the curve equals separate fits). Rows are appended to
@@ -58,6 +60,7 @@ from metadip.guide import guide_input
 from metadip.init import MetaInit, load_init
 from metadip.inner import StepInfo, output, prepare
 from metadip.metrics import psnr
+from metadip.stopping import WindowedVariance, default_window
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "recipe_study"
@@ -197,8 +200,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
 
 
 def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int) -> dict:
-    """``steps="auto"`` up to ``max_steps``: PSNR of the returned image, of the oracle (the
-    best iterate of the same run, known only with the ground truth) and of the last one."""
+    """A ``max_steps`` fit watched by ``steps="auto"``'s rule (module docstring)."""
     task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
     if gray:
         x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
@@ -207,17 +209,27 @@ def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int
     op = spec.operator(x.shape, seed)
     y = op.measure(x, torch.Generator().manual_seed(seed))
     init = _method_init(method, x.shape[0], 0, op.task)
+    watcher = WindowedVariance(*default_window(max_steps))
     curve: list[float] = []
+    ran = [max_steps]
 
     def track(info: StepInfo) -> None:
-        curve.append(psnr(info.image()[0].clamp(0, 1), x))
+        image = info.image()
+        curve.append(psnr(image[0].clamp(0, 1), x))
+        if not watcher.done:
+            watcher.update(image, info.step + 1)
+            if watcher.done:
+                ran[0] = info.step + 1
 
-    rec = metadip.reconstruct(y, op, init=init, steps="auto", max_steps=max_steps, callback=track)
+    rec = metadip.reconstruct(y, op, init=init, steps=max_steps, callback=track)
     best = max(range(len(curve)), key=curve.__getitem__)
+    found = watcher.found[0]
+    chosen = watcher.best_steps[0] if found else max_steps
+    fixed = {str(n): curve[n - 1] for n in sorted({50, 100, 300, max_steps}) if n <= max_steps}
     return {
-        "psnr": {"auto": psnr(rec.image.clamp(0, 1), x), "oracle": curve[best], "last": curve[-1]},
-        "stopped_at": rec.stopped_at,
-        "ran": rec.steps,
+        "psnr": {"auto": curve[chosen - 1], "oracle": curve[best], **fixed},
+        "stopped_at": chosen,
+        "ran": ran[0],
         "oracle_step": best + 1,
         "max_steps": max_steps,
         "seconds": rec.seconds,
@@ -248,7 +260,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     steps = sorted({int(s) for s in args.steps.split(",")})
     key = ",".join(sorted(str(n) for n in steps)) if args.method not in ("bm3d", "noisy") else "0"
     if args.auto:
-        key = "auto,last,oracle"
+        fixed = {str(n) for n in (50, 100, 300, args.auto) if n <= args.auto}
+        key = ",".join(sorted(["auto", "oracle", *fixed]))
     patches = read_list(args.list)[: args.patches]
     for patch, x in patches:
         if (args.method, args.task, patch, key) in done:
@@ -331,7 +344,7 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 
 def _order(item: tuple) -> tuple:
-    """Rows by method, then step count (numbers first, then auto / last / oracle)."""
+    """Rows by method, then step count (numbers first, then auto / oracle)."""
     (method, n), _ = item
     return (method, 0, int(n), "") if n.isdigit() else (method, 1, 0, n)
 
