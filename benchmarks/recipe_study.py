@@ -73,6 +73,8 @@ ALIASES = {
 # A task written "denoise:25@gray" runs on the gray (BT.601) version of each patch.
 GRAY = "@gray"
 GRAY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
+# Windows whose variance sequences --auto records (VAR_t for the window ending at t).
+WINDOWS = (10, 25, 50, 100)
 # Crops flatter than this (sky, walls) are redrawn: they say little about a prior.
 MIN_STD = 0.1
 
@@ -212,10 +214,20 @@ def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int
     watcher = WindowedVariance(*default_window(max_steps))
     curve: list[float] = []
     ran = [max_steps]
+    # The windowed variance for other windows too, so other (window, patience) rules can
+    # be scored on the same run afterwards.
+    recent: list[torch.Tensor] = []
+    variances: dict[str, list[float]] = {str(w): [] for w in WINDOWS}
 
     def track(info: StepInfo) -> None:
         image = info.image()
         curve.append(psnr(image[0].clamp(0, 1), x))
+        recent.append(image.detach().double())
+        del recent[: -max(WINDOWS)]
+        for w in WINDOWS:
+            if len(recent) >= w:
+                stack = torch.stack(recent[-w:])
+                variances[str(w)].append(float((stack - stack.mean(dim=0)).pow(2).mean()))
         if not watcher.done:
             watcher.update(image, info.step + 1)
             if watcher.done:
@@ -233,6 +245,8 @@ def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int
         "oracle_step": best + 1,
         "max_steps": max_steps,
         "seconds": rec.seconds,
+        "curve": [round(v, 3) for v in curve],
+        "variance": variances,
     }
 
 

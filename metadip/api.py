@@ -7,7 +7,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,15 @@ from metadip.init import MetaInit, default_init_path, load_init
 from metadip.inner import FitResult, StepInfo, fit, prepare
 from metadip.losses import check_loss
 from metadip.operators import Operator, Stacked, as_operator
-from metadip.stopping import WindowedVariance, default_window
+from metadip.posterior import (
+    LANGEVIN_SCALE,
+    PRIOR_DECAY,
+    SampleCollector,
+    check_memory,
+    check_samples,
+    pool_rows,
+)
+from metadip.stopping import WindowedVariance, default_window, stopped_result, watching
 
 __all__ = ["Reconstruction", "reconstruct"]
 
@@ -38,6 +46,10 @@ class Reconstruction:
     ``graph``: whether the loop ran as a replayed CUDA graph. With ``steps="auto"``,
     ``steps`` is the number of steps run and ``stopped_at`` the step whose image is
     returned (one per problem for a batch); otherwise ``stopped_at`` is None.
+    With ``samples = K > 1``: ``image`` is the posterior mean and ``std`` the per-pixel
+    standard deviation (like ``image``) over K chains and their last steps
+    (``metadip.posterior``); ``losses`` and ``restored`` are over the chains of a
+    problem (mean loss, union of restore steps). Otherwise ``std`` is None.
     """
 
     image: Any
@@ -49,6 +61,8 @@ class Reconstruction:
     init: str = ""
     graph: bool = False
     stopped_at: int | list[int] | None = None
+    std: Any = None
+    samples: int = 1
 
 
 def _as_tensor(y: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
@@ -140,6 +154,7 @@ def reconstruct(
     graph: bool | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
+    samples: int = 1,
 ) -> Reconstruction:
     """Reconstructs x from ``y = op(x) + noise`` with a Deep Image Prior.
 
@@ -151,7 +166,8 @@ def reconstruct(
     the last two need ``in_shape=(C, H, W)``.
     init: ``"default"`` (the shipped init for ``op.task``: Educated DIP + SURE for
     denoising, the meta-learned MetaDIP init otherwise), ``"random"`` (vanilla DIP:
-    Adam, jitter, EMA), a file path or a ``MetaInit``. A 3-channel init also fits
+    Adam, jitter, EMA), ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of
+    32), a file path or a ``MetaInit``. A 3-channel init also fits
     1-channel problems (its output's channel mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
     1000 for ``"random"``), or ``"auto"``: stop without ground truth where the windowed
@@ -165,12 +181,22 @@ def reconstruct(
     replay fails; True: required, an error says why if impossible; False: eager.
     callback: called with a ``StepInfo`` after every step in which a problem was
     accepted; ``StepInfo.first`` is the index of the pass's first problem.
+    samples: K > 1 runs K chains per problem in one batched pass (own input jitter,
+    Langevin noise and weight-decay prior each: Bayesian DIP), returning their mean and
+    per-pixel ``std``; chain k is seeded ``seed + k``. Eager only; not with "auto";
+    ``batch_size`` then counts problems, each with its K chains (a callback sees the
+    B·K chains as items).
     """
     t, back = _as_tensor(y)
     user_op = op
     op = _operator(op, in_shape)
     batched = _check_y(t, op)
     auto = steps == "auto"
+    samples = check_samples(samples)
+    if samples > 1 and auto:
+        raise ValueError("samples > 1 runs a fixed number of steps: pass an integer steps")
+    if samples > 1 and graph is True:
+        raise RuntimeError("graph=True but the fit cannot be captured: chains run eagerly")
     if (
         not auto
         and steps is not None
@@ -200,7 +226,7 @@ def reconstruct(
             "graph=True but the fit cannot be captured: steps='auto' reads the iterates on "
             "the host every step, which a graph cannot"
         )
-    use_graph = False if auto else _use_graph(graph, dev, callback)
+    use_graph = False if auto or samples > 1 else _use_graph(graph, dev, callback)
     op_dev = op.to(device=dev, dtype=dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
     meta = meta.to(device=dev, dtype=dtype)
@@ -211,12 +237,16 @@ def reconstruct(
     n_steps = (max_steps or max(1000, meta.steps)) if auto else (steps or meta.steps)
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]
+    if samples > 1:
+        ys, op_dev = ys.repeat_interleave(samples, dim=0), _repeat(op_dev, samples)
+        check_memory(meta, op.in_shape, min(batch_size or ys.shape[0], ys.shape[0]) * samples)
     total = ys.shape[0]
-    per_pass = min(batch_size or total, total)
+    per_pass = min((batch_size or total) * samples, total)
 
     start = time.perf_counter()
     results = []
     stops: list[int] = []
+    stds: list[Tensor] = []
     for first in range(0, total, per_pass):
         stop = min(first + per_pass, total)
         part = _chunk(op_dev, first, stop)
@@ -243,20 +273,44 @@ def reconstruct(
                 )
                 use_graph = False
         guide = guide_input(meta.config, part, ys[first:stop]) if meta.config.guided else None
+        chains = None
+        if samples > 1:
+            chains = {
+                "seeds": [seed + i % samples for i in range(first, stop)],
+                "langevin": LANGEVIN_SCALE,
+                "prior": PRIOR_DECAY,
+            }
         params, hyper = prepare(
-            meta, op.in_shape, batch=stop - first, steps=n_steps, seed=seed, guide=guide
+            meta,
+            op.in_shape,
+            batch=stop - first,
+            steps=n_steps,
+            seed=seed,
+            guide=guide,
+            **(chains or {}),
         )
         desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"
         cb = None if callback is None else _offset(callback, first)
         watcher = WindowedVariance(*default_window(n_steps)) if auto else None
         if watcher is not None:
-            cb = _watching(watcher, cb)
+            cb = watching(watcher, cb)
+        collector = SampleCollector(n_steps, samples, cb) if samples > 1 else None
         res = fit(
-            params, ys[first:stop], part, hyper, n_steps, callback=cb, progress=progress, desc=desc
+            params,
+            ys[first:stop],
+            part,
+            hyper,
+            n_steps,
+            callback=collector or cb,
+            progress=progress,
+            desc=desc,
         )
         if watcher is not None:
-            res, at = _stopped(res, watcher)
+            res, at = stopped_result(res, watcher)
             stops.extend(at)
+        if collector is not None:
+            res, std = _pooled(res, collector, samples)
+            stds.append(std)
         results.append(res)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -267,9 +321,11 @@ def reconstruct(
     restored: Any = [row for r in results for row in r.restored]
     stopped_at: Any = stops or None
     run = max(len(row) for row in losses) if losses else 0
+    std = torch.cat(stds) if stds else None
     if not batched:
         image, losses, restored = image[0], losses[0], restored[0]
         stopped_at = stops[0] if stops else None
+        std = None if std is None else std[0]
     return Reconstruction(
         image=back(image),
         losses=losses,
@@ -280,6 +336,8 @@ def reconstruct(
         init=_describe(init, meta, op.task),
         graph=use_graph,
         stopped_at=stopped_at,
+        std=None if std is None else back(std),
+        samples=samples,
     )
 
 
@@ -306,34 +364,21 @@ def _init_key(init: Any, seed: int) -> Any:
     # keyed by identity; the cache entry keeps it alive so the id is not reused.
     if isinstance(init, MetaInit):
         return id(init)
-    return (str(init), seed) if init == "random" else str(init)
+    return (str(init), seed) if init in ("random", "decoder") else str(init)
 
 
-def _watching(watcher: WindowedVariance, callback: Any) -> Callable[[StepInfo], bool]:
-    """A callback that feeds the iterates to ``watcher`` (after the caller's callback) and
-    ends the fit once every problem has stopped."""
-
-    def call(info: StepInfo) -> bool:
-        if callback is not None:
-            callback(info)
-        watcher.update(info.image(), info.step + 1)
-        return watcher.done
-
-    return call
+def _repeat(op: Operator, k: int) -> Operator:
+    """The operator of a problem batch for its chains: one per problem repeated k times."""
+    return Stacked([o for o in op.ops for _ in range(k)]) if isinstance(op, Stacked) else op
 
 
-def _stopped(res: FitResult, watcher: WindowedVariance) -> tuple[FitResult, list[int]]:
-    """The fit's result with each problem's image at its detected step; a problem whose
-    window never filled keeps its final image and the last step."""
-    run = len(res.losses[0]) if res.losses else 0
-    image = res.image.clone()
-    at = []
-    for b in range(image.shape[0]):
-        found = watcher.best_images is not None and watcher.found[b]
-        if found:
-            image[b] = watcher.best_images[b].to(image.dtype)
-        at.append(watcher.best_steps[b] if found else run)
-    return replace(res, image=image), at
+def _pooled(res: FitResult, collector: SampleCollector, k: int) -> tuple[FitResult, Tensor]:
+    """A chain fit's result per problem (the chains' mean image, mean losses per step,
+    every restore step) and the per-pixel std."""
+    mean, std = collector.reduce(res.image)
+    losses = pool_rows(res.losses, k, lambda rows: [sum(c) / k for c in zip(*rows, strict=True)])
+    restored = pool_rows(res.restored, k, lambda rows: sorted(set().union(*rows)))
+    return FitResult(mean, losses, restored), std
 
 
 def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepInfo], None]:

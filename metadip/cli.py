@@ -50,7 +50,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         op = make_operator(task, x.shape, sigma=args.sigma / 255, ratio=args.ratio, seed=args.seed)
         y = op.measure(x, torch.Generator().manual_seed(args.seed + i))
         rec = reconstruct(
-            y, op, init=init, steps=args.steps, seed=args.seed, device=args.device, progress=True
+            y,
+            op,
+            init=init,
+            steps=args.steps,
+            seed=args.seed,
+            device=args.device,
+            progress=True,
+            samples=args.samples,
         )
         view = _view(op, y)
         p_in = (
@@ -63,9 +70,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if task == "denoise":
             panels.append(("noisy", view))
         panels.append((f"{task} {psnr(rec.image, x):.1f} dB", rec.image))
+        if rec.std is not None:
+            shown, top = _std_view(rec.std)
+            panels.append((f"{task} std (0-{top:.3f})", shown))
     out = io.save_grid(args.out, panels)
     print(f"wrote {out}")
     return 0
+
+
+def _std_view(std: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A std map for display: the channel mean scaled so its maximum is white; and that
+    maximum (on the image's 0-1 scale)."""
+    gray = std.mean(dim=0, keepdim=True)
+    top = float(gray.max())
+    return gray / top if top > 0 else gray, top
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -96,8 +114,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=True,
+        samples=args.samples,
     )
     io.save_image(args.out, rec.image)
+    if args.std_out:
+        # .npy / gray .tif keep the values; an 8-bit image is scaled so its maximum is white.
+        raw = args.std_out.lower().endswith((".npy", ".tif", ".tiff"))
+        shown, top = (rec.std, 0.0) if raw else _std_view(rec.std)
+        io.save_image(args.std_out, shown)
+        print(f"std map -> {args.std_out}" + ("" if raw else f" (white = {top:.4f})"))
     line = f"{args.task}: {rec.steps} steps in {rec.seconds:.2f} s -> {args.out}"
     if x is not None:
         line += f"  PSNR {psnr(rec.image, x):.2f} dB  SSIM {ssim(rec.image, x):.3f}"
@@ -137,12 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument(
-            "--init", default="default", help="default | random | PATH (default: default)"
+            "--init", default="default", help="default | random | decoder | PATH (default: default)"
         )
         q.add_argument(
             "--steps", type=int, default=None, help="fitting steps (default: the init's)"
         )
         q.add_argument("--seed", type=int, default=0)
+        q.add_argument(
+            "--samples",
+            type=int,
+            default=1,
+            help="K > 1: posterior mean of K Langevin chains and a per-pixel std (default 1)",
+        )
         q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
         q.add_argument("--sigma", type=float, default=25.0, help="noise std on the 0-255 scale")
         q.add_argument(
@@ -175,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="INPUT is the clean image: simulate the measurement and report PSNR",
     )
     r.add_argument("--out", required=True, help="output .png, .tif or .npy")
+    r.add_argument(
+        "--std-out", default=None, help="write the per-pixel std (needs --samples K > 1) here"
+    )
     r.set_defaults(func=cmd_reconstruct)
     train.add_parser(sub)
     evaluate.add_parser(sub)
@@ -188,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    if getattr(args, "samples", 1) < 1:
+        raise SystemExit(f"--samples must be >= 1, got {args.samples}")
+    if getattr(args, "std_out", None) and getattr(args, "samples", 1) < 2:
+        raise SystemExit("--std-out needs --samples K with K >= 2 (the std is over chains)")
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

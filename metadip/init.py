@@ -35,6 +35,9 @@ RULES = ("sgd", "adam")
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
 VANILLA = {"lr": 0.01, "jitter": 1.0 / 30.0, "ema": 0.99, "steps": 1000}
+# init="decoder": Heckel & Hand's Deep Decoder (k = 64 channels, 6 layers; Adam 0.01, no
+# input jitter, no output average).
+DECODER = {"width": 64, "depth": 6}
 
 
 @dataclass
@@ -122,7 +125,8 @@ class MetaInit:
     ) -> MetaInit:
         """A fresh, untrained initialization (torch's default init, seeded).
 
-        ``rule="adam"`` with the defaults is vanilla DIP (lr 0.01, jitter 1/30, EMA 0.99).
+        ``rule="adam"`` with the defaults is vanilla DIP (lr 0.01, jitter 1/30, EMA 0.99);
+        with ``kind="decoder"`` it is the vanilla Deep Decoder (no jitter, no EMA).
         ``network``: further ``NetConfig`` fields, e.g. ``{"input": "image"}``.
         """
         if steps < 1:
@@ -145,6 +149,7 @@ class MetaInit:
         if lr is None:
             lr = VANILLA["lr"] if rule == "adam" else 0.05
         vanilla = rule == "adam"
+        smoothed = vanilla and kind != "decoder"
         return cls(
             config=config,
             weights=weights,
@@ -155,8 +160,8 @@ class MetaInit:
             fourier_scale=torch.tensor(fourier_scale, dtype=dtype),
             z_seed=seed,
             rule=rule,
-            jitter=VANILLA["jitter"] if vanilla else 0.0,
-            ema=VANILLA["ema"] if vanilla else 0.0,
+            jitter=VANILLA["jitter"] if smoothed else 0.0,
+            ema=VANILLA["ema"] if smoothed else 0.0,
             metadata={"source": "random", "seed": seed},
         )
 
@@ -293,14 +298,26 @@ def load_init(
     task: str | None = None,
 ) -> MetaInit:
     """Resolves ``"default"`` (the shipped init for ``task``, see ``default_init_path``),
-    ``"random"`` (vanilla DIP with weights from ``seed``; needs ``channels``), a path or a
-    MetaInit."""
+    ``"random"`` (vanilla DIP with weights from ``seed``; needs ``channels``), ``"decoder"``
+    (the vanilla Deep Decoder, likewise), a path or a MetaInit."""
     if isinstance(name_or_path, MetaInit):
         return name_or_path
     if name_or_path == "random":
         if channels is None:
             raise ValueError("init='random' needs the number of image channels")
         return MetaInit.random(channels, steps=VANILLA["steps"], seed=seed, rule="adam")
+    if name_or_path == "decoder":
+        if channels is None:
+            raise ValueError("init='decoder' needs the number of image channels")
+        return MetaInit.random(
+            channels,
+            steps=VANILLA["steps"],
+            seed=seed,
+            rule="adam",
+            kind="decoder",
+            num_fourier=0,
+            **DECODER,
+        )
     if name_or_path == "default":
         path = default_init_path(task)
         if not path.is_file():
@@ -313,5 +330,6 @@ def load_init(
     if isinstance(name_or_path, (str, Path)):
         return MetaInit.load(name_or_path)
     raise TypeError(
-        f"init must be 'default', 'random', a file path or a MetaInit, got {type(name_or_path)}"
+        "init must be 'default', 'random', 'decoder', a file path or a MetaInit, "
+        f"got {type(name_or_path)}"
     )

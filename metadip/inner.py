@@ -19,7 +19,7 @@ grouped convolutions), which equals B separate fits.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,7 +31,15 @@ from tqdm.auto import tqdm
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.losses import fit_losses, sure_term
-from metadip.networks import NetConfig, build_network, coordinate_grid, network_input, noise_input
+from metadip.networks import (
+    NetConfig,
+    build_network,
+    coordinate_grid,
+    decoder_input_size,
+    network_input,
+    noise_input,
+)
+from metadip.posterior import chain_generators, draw, langevin_step
 
 __all__ = [
     "FitResult",
@@ -93,6 +101,11 @@ class Hyper:
     loss: str = "mse"
     sure_eps: float = 1e-3
     generator: torch.Generator | None = None
+    # Chains (metadip.posterior): one generator per item instead of ``generator``, and
+    # the Langevin noise scale and weight-decay prior of their update (0: none).
+    generators: tuple[torch.Generator, ...] | None = None
+    langevin: float = 0.0
+    prior: float = 0.0
     # First-order meta-gradients: keep the update's graph (θ, m, lr, momentum) but treat
     # the inner gradient g as a constant (no Hessian terms). Only read with create_graph.
     first_order: bool = False
@@ -101,15 +114,10 @@ class Hyper:
 def _net_input(hyper: Hyper, jitter: bool) -> Tensor:
     fixed = hyper.fixed
     if jitter and hyper.jitter > 0:
-        g = hyper.generator
-        # One draw shared by the batch: item b sees the noise a fit of b alone would see.
-        noise = torch.randn(
-            (1, *fixed.shape[1:]),
-            generator=g,
-            dtype=fixed.dtype,
-            device=g.device if g else fixed.device,
-        )
-        fixed = fixed + hyper.jitter * noise.to(fixed.device)
+        # One draw shared by the batch (item b sees the noise a fit of b alone would see),
+        # or one per chain.
+        noise = draw(hyper.generator, hyper.generators, fixed.shape[1:], fixed)
+        fixed = fixed + hyper.jitter * noise
     return network_input(hyper.config, fixed, hyper.fourier_b)
 
 
@@ -122,7 +130,7 @@ def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
         h, w = inp.shape[-2:]
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()}
         out = functional_call(hyper.net, flat, (inp.reshape(1, -1, h, w),))
-        out = out.view(hyper.groups, -1, h, w)
+        out = out.view(hyper.groups, -1, *out.shape[-2:])
     return out.mean(dim=1, keepdim=True) if hyper.mono else out
 
 
@@ -159,6 +167,7 @@ def step(
 
     sgd:  m ← μ m + g;  θ ← θ − lr[t] m.
     adam: m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr[t] m̂ / (√v̂ + ε).
+    Chains add ``hyper.prior · θ`` to g and Langevin noise to θ (``metadip.posterior``).
     """
     names = list(params)
     second_order = hyper.create_graph and not hyper.first_order
@@ -183,7 +192,7 @@ def step(
                 op,
                 hyper.config.out_channels,
                 hyper.sure_eps,
-                hyper.generator,
+                draw(hyper.generator, hyper.generators, y.shape[1:], y),
             )
         grads = torch.autograd.grad(objective.sum(), leaves, create_graph=second_order)
 
@@ -201,6 +210,8 @@ def step(
         elif hyper.first_order:
             p = params[k]
         lr = lrs[i] * _per_item(hyper.lr_scale, p, hyper.groups)
+        if hyper.prior > 0:
+            g = g + hyper.prior * p
         if hyper.rule == "sgd":
             m = hyper.momentum * state["m"][k] + g
             new_params[k] = p - lr * m
@@ -209,6 +220,10 @@ def step(
             v = b2 * state["v"][k] + (1 - b2) * g * g
             new_state["v"][k] = v
             new_params[k] = p - lr * (m / c1) / (torch.sqrt(v / c2) + hyper.adam_eps)
+        if hyper.langevin > 0 and hyper.generators:
+            new_params[k] = langevin_step(
+                new_params[k], p, hyper.langevin, hyper.generators, hyper.groups
+            )
         new_state["m"][k] = m
     if hyper.ema > 0:
         # Debiased like Adam's moments, so early steps do not dominate short fits.
@@ -251,6 +266,9 @@ def prepare(
     seed: int = 0,
     create_graph: bool = False,
     guide: Tensor | None = None,
+    seeds: Sequence[int] | None = None,
+    langevin: float = 0.0,
+    prior: float = 0.0,
 ) -> tuple[Params, Hyper]:
     """Initial parameters and the ``Hyper`` for images of ``in_shape`` ``(C, H, W)``.
 
@@ -259,6 +277,9 @@ def prepare(
     item b equals a fit of b alone. Tensors live on ``init``'s device and dtype.
     ``seed`` drives the input jitter. ``guide``: the network input of an Educated-DIP
     init, ``guide_input(init.config, op, y)``; required by those, refused by others.
+    ``seeds``: one per item, for chains (``metadip.posterior``): item i draws its own
+    noise streams, seeded ``seeds[i]``, and steps with Langevin noise of scale
+    ``langevin`` and weight decay ``prior``.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
@@ -279,6 +300,9 @@ def prepare(
     dtype, device = init.dtype, init.device
     if cfg.kind == "siren":
         fixed = coordinate_grid(h, w, dtype, device)
+    elif cfg.kind == "decoder":
+        small = decoder_input_size(h, w, cfg.depth)
+        fixed = noise_input(cfg.width, *small, init.z_seed, dtype, device)
     else:
         fixed = noise_input(cfg.noise_channels, h, w, init.z_seed, dtype, device)
     fixed = fixed.expand(batch, -1, -1, -1)
@@ -294,8 +318,12 @@ def prepare(
         raise ValueError("guide is only used by an init whose network input is an image")
     if steps is not None and steps != init.steps:
         init = init.with_steps(steps)
-    gen = None
-    if init.jitter > 0 or init.loss == "sure":
+    gen, gens = None, None
+    if seeds is not None:
+        if len(seeds) != batch:
+            raise ValueError(f"seeds must hold one seed per item ({batch}), got {len(seeds)}")
+        gens = chain_generators(seeds, device)
+    elif init.jitter > 0 or init.loss == "sure":
         gen = torch.Generator(device=device).manual_seed(int(seed))
     hyper = Hyper(
         net=net,
@@ -313,6 +341,9 @@ def prepare(
         mono=mono,
         loss=init.loss,
         generator=gen,
+        generators=gens,
+        langevin=langevin if gens else 0.0,
+        prior=prior if gens else 0.0,
     )
     params = dict(init.weights)
     if batch > 1:

@@ -49,20 +49,16 @@ def sure_term(
     op: Any,
     channels: int,
     eps: float,
-    generator: torch.Generator | None,
+    probe: Tensor,
 ) -> Tensor:
     """What turns the data fit into SURE, per image ``(B,)``: ``−σ² + 2σ² div / n``.
 
     ``apply``: the network on an input like ``inp`` (whose first ``channels`` channels are
     the guide image, i.e. y); ``x = apply(inp)``. The divergence is estimated with one
-    probe ``v ~ N(0, I)`` drawn from ``generator`` (shared by the batch):
-    ``div ≈ vᵀ(f(y + ε v) − f(y)) / ε``."""
-    g = generator
-    probe = torch.randn(
-        (1, *y.shape[1:]), generator=g, dtype=y.dtype, device=g.device if g else y.device
-    ).to(y.device)
+    probe ``v ~ N(0, I)``, ``(1 or B, *y.shape[1:])`` (one shared by the batch, or one
+    per chain): ``div ≈ vᵀ(f(y + ε v) − f(y)) / ε``."""
     shift = torch.zeros_like(inp)
-    shift[:, :channels] = eps * probe.expand(-1, channels, -1, -1)
+    shift[:, :channels] = eps * probe.expand(inp.shape[0], channels, -1, -1)
     div = (probe * (apply(inp + shift) - x)).flatten(1).sum(dim=1) / eps
     sigma2 = noise_levels(op, x.shape[0], x).pow(2)
     return -sigma2 + 2 * sigma2 * div / x[0].numel()

@@ -1,4 +1,5 @@
-"""Networks: the DIP "skip" encoder-decoder, its input, and a SIREN baseline.
+"""Networks: the DIP "skip" encoder-decoder, its input, a SIREN baseline, and the
+Deep Decoder (``metadip.decoder``).
 
 The skip network follows the original Deep Image Prior defaults (5 levels of
 128 channels, 4-channel 1×1 skips, 3×3 convolutions, stride-2 downsampling,
@@ -19,9 +20,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metadip import functional
+from metadip.decoder import DeepDecoder, decoder_input_size
+from metadip.layers import Norm
 
-__all__ = ["NetConfig", "Siren", "SkipNet", "build_network", "coordinate_grid", "noise_input"]
+__all__ = [
+    "DeepDecoder",
+    "NetConfig",
+    "Siren",
+    "SkipNet",
+    "build_network",
+    "coordinate_grid",
+    "decoder_input_size",
+    "noise_input",
+]
 
+KINDS = ("skip", "siren", "decoder")
 INPUTS = ("noise", "image")
 NORMS = ("instance", "none")
 
@@ -30,7 +43,9 @@ NORMS = ("instance", "none")
 class NetConfig:
     """Architecture and input of a DIP network (serialised in every init file).
 
-    ``kind``: ``"skip"`` (DIP U-Net) or ``"siren"`` (sine MLP on coordinates).
+    ``kind``: ``"skip"`` (DIP U-Net), ``"siren"`` (sine MLP on coordinates) or
+    ``"decoder"`` (Deep Decoder: ``width`` channels, ``depth`` layers, its input
+    ``width`` noise channels at ``1/2^(depth−1)`` of the image size; no Fourier features).
     The skip network's input is ``noise_channels`` of fixed noise plus
     ``2 * num_fourier`` Fourier features of the pixel coordinates; with
     ``input="image"`` (Educated DIP) it is led by an ``out_channels`` guide image,
@@ -55,8 +70,10 @@ class NetConfig:
     norm: str = "instance"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("skip", "siren"):
-            raise ValueError(f"network kind must be 'skip' or 'siren', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"network kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "decoder" and self.num_fourier:
+            raise ValueError("the deep decoder takes no Fourier features: set num_fourier=0")
         if self.input not in INPUTS:
             raise ValueError(f"network input must be one of {INPUTS}, got {self.input!r}")
         if self.norm not in NORMS:
@@ -94,6 +111,8 @@ class NetConfig:
     def in_channels(self) -> int:
         if self.kind == "siren":
             return 2 + 2 * self.num_fourier
+        if self.kind == "decoder":
+            return self.width
         return self.guide_channels + self.noise_channels + 2 * self.num_fourier
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,22 +125,6 @@ class NetConfig:
         if unknown:
             raise ValueError(f"unknown network config keys {sorted(unknown)}")
         return cls(**d)
-
-
-class Norm(nn.Module):
-    """Affine normalization with the statistics of the current input, per image and channel."""
-
-    def __init__(self, channels: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        # Group norm with one channel per group is instance norm without running
-        # statistics, the same maths; its CPU kernel is 1.5-2x faster forward and
-        # backward (no per-image copy of the affine parameters) and twice differentiable.
-        return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
 def _norm(channels: int, norm: str) -> nn.Module:
@@ -303,6 +306,8 @@ class Siren(nn.Module):
 def build_network(config: NetConfig, groups: int = 1) -> nn.Module:
     """The architecture for ``config`` with torch's default (global-RNG) initialization;
     ``groups`` independent copies side by side (see ``SkipNet``)."""
+    if config.kind == "decoder":
+        return DeepDecoder(config.out_channels, config.width, config.depth, groups)
     if config.kind == "siren":
         return Siren(
             config.in_channels,

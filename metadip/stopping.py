@@ -11,11 +11,14 @@ Every problem of a batch is watched on its own; the fit ends when all have stopp
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["WindowedVariance", "default_window"]
+__all__ = ["WindowedVariance", "default_window", "stopped_result", "watching"]
 
 
 def default_window(max_steps: int) -> tuple[int, int]:
@@ -80,3 +83,31 @@ class WindowedVariance:
             self.best_images[b] = images[b]
         waited = torch.tensor([step - s for s in self.best_steps])
         self._stopped |= waited >= self.patience
+
+
+def watching(watcher: WindowedVariance, callback: Any) -> Callable[[Any], bool]:
+    """A fit callback that feeds the iterates (``StepInfo.image()``) to ``watcher``, after
+    the caller's ``callback``, and ends the fit once every problem has stopped."""
+
+    def call(info: Any) -> bool:
+        if callback is not None:
+            callback(info)
+        watcher.update(info.image(), info.step + 1)
+        return watcher.done
+
+    return call
+
+
+def stopped_result(res: Any, watcher: WindowedVariance) -> tuple[Any, list[int]]:
+    """A fit's result (``metadip.inner.FitResult``) with each problem's image at its
+    detected step, and those steps; a problem whose window never filled keeps its final
+    image and the last step."""
+    run = len(res.losses[0]) if res.losses else 0
+    image = res.image.clone()
+    at = []
+    for b in range(image.shape[0]):
+        found = watcher.best_images is not None and watcher.found[b]
+        if found:
+            image[b] = watcher.best_images[b].to(image.dtype)
+        at.append(watcher.best_steps[b] if found else run)
+    return replace(res, image=image), at

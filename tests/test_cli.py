@@ -120,6 +120,26 @@ def test_reconstruct_from_measurement_files(tmp_path, init_file):
     assert np.load(tmp_path / "c.npy").shape == (3, 24, 24)
 
 
+def test_samples_write_a_std_map(tmp_path, init_file, capsys):
+    src, out, std = tmp_path / "x.png", tmp_path / "rec.npy", tmp_path / "std.npy"
+    io.save_image(src, smooth_image(3, 24, 24))
+    args = ["reconstruct", str(src), "--task", "denoise", "--simulate", "--init", init_file]
+    assert main([*args, "--out", str(out), "--samples", "3", "--std-out", str(std)]) == 0
+    values = np.load(std)
+    assert values.shape == (3, 24, 24) and (values >= 0).all() and values.max() > 0
+    assert f"std map -> {std}" in capsys.readouterr().out
+    demo = tmp_path / "demo.png"
+    demo_args = ["--init", init_file, "--size", "40", "--tasks", "denoise", "--samples", "2"]
+    assert main(["demo", *demo_args, "--out", str(demo)]) == 0
+    with Image.open(demo) as im:
+        # ground truth, noisy, reconstruction, std
+        assert im.width > 4 * 40
+    with pytest.raises(SystemExit, match="--std-out needs --samples"):
+        main([*args, "--out", str(out), "--std-out", str(std)])
+    with pytest.raises(SystemExit, match="--samples must be >= 1"):
+        main([*args, "--out", str(out), "--samples", "0"])
+
+
 def test_cli_errors_are_clear(tmp_path, init_file, capsys):
     with pytest.raises(SystemExit, match="--shape"):
         main(["reconstruct", "y.npy", "--task", "cs", "--out", "o.npy"])

@@ -19,6 +19,7 @@ from metadip.inner import _apply, _net_input, fit, output, prepare
 from metadip.losses import sure_term
 from metadip.networks import NetConfig, build_network
 from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval, Stacked
+from metadip.posterior import draw
 from metadip.train import TrainConfig
 from metadip.train.config import METHODS
 
@@ -204,7 +205,8 @@ def _sure(params, hyper, inp, x, y, op):
     """The step's SURE term for these parameters."""
     apply = lambda i: _apply(params, hyper, i)  # noqa: E731
     channels = hyper.config.out_channels
-    return sure_term(apply, inp, x, y, op, channels, hyper.sure_eps, hyper.generator)
+    probe = draw(hyper.generator, None, y.shape[1:], y)
+    return sure_term(apply, inp, x, y, op, channels, hyper.sure_eps, probe)
 
 
 def test_sure_divergence_estimate_is_unbiased():

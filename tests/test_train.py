@@ -254,4 +254,4 @@ def test_siren_network_trains_a_metasiren_init(images, tmp_path, capsys):
     rec = reconstruct(op.measure(x), op, init=out / "init.safetensors")
     assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
     assert main(_args(images, tmp_path / "bad", network="unet")) == 2
-    assert "network must be 'skip' or 'siren'" in capsys.readouterr().err
+    assert "network must be one of ('skip', 'siren', 'decoder')" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "clip": "clip the norm of each outer (meta-)gradient to this (0: off)",
         "val_patch": "validation patch size (0: the training patch)",
         "mono_fraction": "educated: share of training pairs made gray (serves 1-channel images)",
-        "network": "skip (DIP U-Net) or siren (coordinate network, for MetaSIREN)",
+        "network": "skip (DIP U-Net), siren (coordinate network, for MetaSIREN) or decoder "
+        "(Deep Decoder; no Fourier features)",
         "steps": "inner steps T",
         "segment": "steps per checkpointed segment (0: ceil(sqrt(T)); auto plans its own)",
         "mode": "meta-gradient: " + " | ".join(MODES),

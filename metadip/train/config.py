@@ -10,6 +10,7 @@ from typing import Any
 from metadip.data import TRAIN_TASKS
 from metadip.losses import LOSSES as INNER_LOSSES
 from metadip.meta import LOSSES, MODES
+from metadip.networks import KINDS
 
 try:
     import tomllib
@@ -77,7 +78,7 @@ class TrainConfig:
 
     method: str = "maml"
     # network
-    network: str = "skip"  # "skip" (DIP U-Net) or "siren" (MetaSIREN baseline)
+    network: str = "skip"  # "skip" (DIP U-Net), "siren" (MetaSIREN) or "decoder" (Deep Decoder)
     channels: int = 3
     width: int = 32
     depth: int = 4
@@ -135,7 +136,7 @@ class TrainConfig:
         if self.inner_loss not in INNER_LOSSES:
             raise ValueError(f"inner_loss must be one of {INNER_LOSSES}, got {self.inner_loss!r}")
         if self.method == "educated" and self.network != "skip":
-            raise ValueError("method 'educated' trains the skip network, not a siren")
+            raise ValueError(f"method 'educated' trains the skip network, not a {self.network}")
         if self.val_patch < 0:
             raise ValueError(f"val_patch must be >= 0 (0 = patch), got {self.val_patch}")
         if not (self.clip >= 0 and math.isfinite(self.clip)):
@@ -161,8 +162,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if self.segment < 0:
             raise ValueError(f"segment must be >= 0 (0 = ⌈√steps⌉), got {self.segment}")
-        if self.network not in ("skip", "siren"):
-            raise ValueError(f"network must be 'skip' or 'siren', got {self.network!r}")
+        if self.network not in KINDS:
+            raise ValueError(f"network must be one of {KINDS}, got {self.network!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.loss not in LOSSES:

@@ -44,11 +44,16 @@ def _initial(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         lr=cfg.inner_lr,
         momentum=cfg.momentum,
         tv_weight=cfg.tv_weight,
-        num_fourier=cfg.num_fourier,
+        num_fourier=_fourier(cfg),
         fourier_scale=cfg.fourier_scale,
         kind=cfg.network,
         dtype=dtype,
     )
+
+
+def _fourier(cfg: TrainConfig) -> int:
+    # The deep decoder's input is a small noise tensor with no coordinate features.
+    return 0 if cfg.network == "decoder" else cfg.num_fourier
 
 
 def _warm_start(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
@@ -78,7 +83,7 @@ def _random_baseline(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         steps=cfg.steps,
         seed=cfg.seed,
         rule="adam",
-        num_fourier=cfg.num_fourier,
+        num_fourier=_fourier(cfg),
         kind=cfg.network,
         dtype=dtype,
     )
