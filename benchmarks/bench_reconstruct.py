@@ -25,10 +25,10 @@ from torch.func import functional_call, grad, vmap
 
 from benchmarks.conftest import devices, environment, matmul_rate, step_flops, sync
 from metadip import reconstruct
-from metadip.functional import tv_ref
 from metadip.init import load_init
 from metadip.inner import prepare
 from metadip.networks import network_input
+from metadip.reference import tv_ref
 from metadip.tasks import make_operator
 
 SIZE, STEPS = 128, 50

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from metadip._ops import phase_weights
+from metadip.reference import phase_weights
 
 from .launch import device_of, grid
 

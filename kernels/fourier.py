@@ -5,7 +5,7 @@
 flat index inside the kernel, in the layout the network input concatenates.
 Backward wrt b: ``∂/∂b_kd = Σ_ij 2π p_d (g_sin cos φ - g_cos sin φ)``, reduced
 per tile then summed. Double backward is closed-form torch
-(``metadip._ops.fourier_double_backward``).
+(``metadip.reference.fourier_double_backward``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from metadip._ops import fourier_double_backward
+from metadip.reference import fourier_double_backward
 
 from .launch import device_of, grid
 

@@ -12,17 +12,18 @@ every public op is twice differentiable:
   ``cm_adj_phase`` is used when no graph is being built.
 * ``ff_fwd`` -> ``ff_bwd`` -> closed-form torch (``fourier_double_backward``).
 
-The pure-torch helpers here are shared with the Triton autograd wrappers.
+The pure-torch pieces of the formulas (``phase_weights``, ``fourier_double_backward``)
+live in ``metadip.reference``, shared with the Triton autograd wrappers.
 Importing this module never fails: without the extension nothing is registered
 and ``EXT_ERROR`` says why.
 """
 
-import math
-
 import torch
 from torch import Tensor
 
-__all__ = ["EXT_ERROR", "HAS_EXT", "fourier_double_backward", "phase_weights"]
+from metadip.reference import fourier_double_backward, phase_weights
+
+__all__ = ["EXT_ERROR", "HAS_EXT"]
 
 try:
     # The CUDA build (C++ and CUDA kernels) where it was built, else the C++ one.
@@ -37,44 +38,6 @@ except ImportError as exc:  # built without the extension, or the build failed
     _C = None
     HAS_EXT = False
     EXT_ERROR = f"metadip._C is not importable ({exc})"
-
-
-def phase_weights(g_y: Tensor | None, y: Tensor, z: Tensor, g_z: Tensor | None) -> Tensor:
-    """Cotangent of z = (Re Ax, Im Ax) ``(2, B, m)`` given those of ``|z|`` and of z.
-
-    ``w = g_z + g_y · z / |z|`` with 0 where ``|z| = 0``; pure torch, so it is
-    differentiable again (it carries the second-order term of |z|).
-    """
-    pos = y > 0
-    inv = torch.where(pos, 1.0 / torch.where(pos, y, torch.ones_like(y)), torch.zeros_like(y))
-    w = torch.zeros_like(z) if g_y is None else (g_y * inv).unsqueeze(0) * z
-    return w if g_z is None else w + g_z
-
-
-def _grid(height: int, width: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    ph = torch.arange(height, device=like.device, dtype=like.dtype) / height
-    pw = torch.arange(width, device=like.device, dtype=like.dtype) / width
-    return ph[:, None], pw[None, :]
-
-
-def fourier_double_backward(
-    gg: Tensor, g: Tensor, b: Tensor, height: int, width: int
-) -> tuple[Tensor, Tensor]:
-    """Backward of ``grad_b = Σ 2π p (g_sin cos φ - g_cos sin φ)`` given its cotangent gg ``(k,2)``.
-
-    With ``φ = 2π b·p`` and ``ψ = 2π gg·p``: cotangent of g is ``[ψ cos φ; -ψ sin φ]``
-    (the JVP of the features along gg), cotangent of b is
-    ``Σ 2π p ψ (-g_sin sin φ - g_cos cos φ)``. Pure torch (differentiable again).
-    """
-    k = b.shape[0]
-    ph, pw = _grid(height, width, b)
-    phi = 2 * math.pi * (b[:, 0, None, None] * ph + b[:, 1, None, None] * pw)
-    psi = 2 * math.pi * (gg[:, 0, None, None] * ph + gg[:, 1, None, None] * pw)
-    s, c = torch.sin(phi), torch.cos(phi)
-    cot_g = torch.cat([psi * c, -psi * s], dim=0)
-    t = 2 * math.pi * psi * (-g[:k] * s - g[k:] * c)
-    cot_b = torch.stack([(t * ph).sum(dim=(1, 2)), (t * pw).sum(dim=(1, 2))], dim=1)
-    return cot_g, cot_b
 
 
 if HAS_EXT:

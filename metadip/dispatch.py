@@ -25,9 +25,16 @@ import math
 import os
 from types import ModuleType
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from metadip.reference import (
+    check_measure_args,
+    complex_measure_ref,
+    fourier_features_ref,
+    seeded_gaussian_ref,
+    tv_ref,
+)
 
 __all__ = [
     "BACKENDS",
@@ -39,7 +46,6 @@ __all__ = [
     "fourier_features",
     "seeded_adjoint",
     "seeded_gaussian",
-    "seeded_gaussian_ref",
     "seeded_measure",
     "tv",
     "unavailable_reason",
@@ -72,24 +78,18 @@ def _interpret() -> bool:
 
 
 class _Torch:
-    """The references of metadip.functional (plus the seeded-matrix reference)."""
+    """The references of ``metadip.reference``."""
 
     @staticmethod
     def tv(x: Tensor, eps: float) -> Tensor:
-        from metadip.functional import tv_ref
-
         return tv_ref(x, eps)
 
     @staticmethod
     def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-        from metadip.functional import complex_measure_ref
-
         return complex_measure_ref(x, a_real, a_imag)
 
     @staticmethod
     def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
-        from metadip.functional import fourier_features_ref
-
         return fourier_features_ref(b, height, width)
 
     @staticmethod
@@ -128,7 +128,7 @@ class _Cpp:
 
     @staticmethod
     def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-        _check_measure(x, a_real, a_imag)
+        check_measure_args(x, a_real, a_imag)
         return _Cpp._ops().cm_meas(x, a_real, a_imag, 0, a_real.shape[0], 1.0)[0]
 
     @staticmethod
@@ -170,7 +170,7 @@ class _Triton:
 
     @staticmethod
     def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-        _check_measure(x, a_real, a_imag)
+        check_measure_args(x, a_real, a_imag)
         return _Triton._mod("cmeasure").complex_measure(x, a_real, a_imag)
 
     @staticmethod
@@ -191,12 +191,6 @@ class _Triton:
 
 
 _IMPL = {"torch": _Torch, "cpp": _Cpp, "triton": _Triton}
-
-
-def _check_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:
-    from metadip.functional import check_measure_args
-
-    check_measure_args(x, a_real, a_imag)
 
 
 # ----------------------------------------------------------------------------- probing
@@ -291,7 +285,7 @@ def backend_for(op: str, device: torch.device | str | None, backend: str | None 
 
 
 def tv(x: Tensor, eps: float = 1e-6, *, backend: str | None = None) -> Tensor:
-    """Smoothed isotropic TV per image (see ``functional.tv_ref``): ``(B,C,H,W)`` -> ``(B,)``."""
+    """Smoothed isotropic TV per image (see ``reference.tv_ref``): ``(B,C,H,W)`` -> ``(B,)``."""
     return _IMPL[backend_for("tv", x.device, backend)].tv(x, eps)
 
 
@@ -384,60 +378,3 @@ def seeded_gaussian(
 
 
 # ----------------------------------------------------------------------------- torch reference
-
-
-def _philox4x32_10(
-    c: tuple[np.ndarray, ...], k0: int, k1: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Philox4x32-10 on uint64 arrays holding 32-bit words (Salmon et al., Random123)."""
-    mask = np.uint64(0xFFFFFFFF)
-    c0, c1, c2, c3 = (np.asarray(w, dtype=np.uint64) for w in c)
-    key0, key1 = np.uint64(k0), np.uint64(k1)
-    # 32x32 -> 64-bit products fit uint64 exactly, so hi/lo words are shifts and masks.
-    for _ in range(10):
-        p0 = np.uint64(0xD2511F53) * c0
-        p1 = np.uint64(0xCD9E8D57) * c2
-        c0, c1, c2, c3 = (
-            (p1 >> np.uint64(32)) ^ c1 ^ key0,
-            p1 & mask,
-            (p0 >> np.uint64(32)) ^ c3 ^ key1,
-            p0 & mask,
-        )
-        key0 = (key0 + np.uint64(0x9E3779B9)) & mask
-        key1 = (key1 + np.uint64(0xBB67AE85)) & mask
-    return c0, c1, c2, c3
-
-
-def _philox_ref(seed: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First two words of Philox4x32-10 at counter (cols, rows, 0, 0), key = seed (lo, hi)."""
-    c0, c1 = np.broadcast_arrays(cols.astype(np.uint64), rows.astype(np.uint64))
-    zero = np.zeros_like(c0)
-    w = _philox4x32_10((c0, c1, zero, zero), seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
-    return w[0], w[1]
-
-
-def seeded_gaussian_ref(
-    seed: int,
-    m: int,
-    n: int,
-    cplx: bool,
-    scale: float,
-    dtype: torch.dtype,
-    device: torch.device | str,
-) -> Tensor:
-    """Reference seeded matrix as planes ``(P, m, n)`` (numpy integers, torch float32 maths)."""
-    planes = 2 if cplx else 1
-    out = torch.empty((planes, m, n), dtype=dtype)
-    step = max(1, (1 << 22) // n)  # bounded temporary memory
-    cols = np.arange(n, dtype=np.uint64)[None, :]
-    for r0 in range(0, m, step):
-        rows = np.arange(r0, min(m, r0 + step), dtype=np.uint64)[:, None]
-        w0, w1 = _philox_ref(seed, rows, cols)
-        u0 = (torch.from_numpy((w0 >> np.uint64(9)).astype(np.float32)) + 0.5) * 2.0**-23
-        u1 = (torch.from_numpy((w1 >> np.uint64(9)).astype(np.float32)) + 0.5) * 2.0**-23
-        rad = torch.sqrt(-2.0 * torch.log(u0))
-        th = np.float32(2 * math.pi) * u1
-        out[0, r0 : r0 + rows.shape[0]] = (rad * torch.cos(th)).to(dtype) * scale
-        if cplx:
-            out[1, r0 : r0 + rows.shape[0]] = (rad * torch.sin(th)).to(dtype) * scale
-    return out.to(device)

@@ -186,7 +186,7 @@ def test_cuda_fit_matches_cpu_and_returns_the_callers_type():
 
 @pytest.mark.parametrize("cls", [CompressiveSensing, PhaseRetrieval])
 def test_seeded_operators_reconstruct_like_their_dense_twin(cls):
-    from metadip.functional import complex_measure_ref
+    from metadip.reference import complex_measure_ref
 
     seeded = cls((1, 8, 8), 0.5, seed=2, dtype=torch.float64, storage="seeded")
     if cls is CompressiveSensing:

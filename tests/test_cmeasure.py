@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from metadip import dispatch
-from metadip.functional import complex_measure_ref
+from metadip import dispatch, reference
+from metadip.reference import complex_measure_ref
 from tests.kernel_utils import (  # noqa: F401 (poison is a fixture)
     CASES,
     aot_compile,
@@ -153,7 +153,7 @@ def test_seeded_measure_matches_reference(device, backend, cplx, dtype):
     (gx,) = torch.autograd.grad((y * g.to(device, dtype)).sum(), x)
 
     scale = dispatch.default_scale(m, cplx)
-    a = dispatch.seeded_gaussian_ref(seed, m, n, cplx, scale, torch.float64, "cpu")
+    a = reference.seeded_gaussian_ref(seed, m, n, cplx, scale, torch.float64, "cpu")
     xr = x64.clone().requires_grad_()
     want = complex_measure_ref(xr, a[0], a[1]) if cplx else xr @ a[0].t()
     (gwant,) = torch.autograd.grad((want * g).sum(), xr)
@@ -189,16 +189,16 @@ def test_seeded_gradcheck_gradgradcheck(device, backend):
 )
 def test_reference_philox_known_answers(counter, key, want):
     """Philox4x32-10 known-answer vectors of Random123 (kat_vectors)."""
-    words = dispatch._philox4x32_10(tuple(np.array([c], np.uint64) for c in counter), *key)
+    words = reference._philox4x32_10(tuple(np.array([c], np.uint64) for c in counter), *key)
     assert tuple(int(w[0]) for w in words) == want
 
 
 def test_reference_philox_keys_and_counters():
     """seed -> (lo, hi) key and (row, col) -> counter (col, row, 0, 0)."""
     seed, row, col = 0x299F31D0A4093822, 7, 11
-    got = dispatch._philox_ref(seed, np.array([[row]], np.uint64), np.array([[col]], np.uint64))
+    got = reference.philox_ref(seed, np.array([[row]], np.uint64), np.array([[col]], np.uint64))
     one = tuple(np.array([c], np.uint64) for c in (col, row, 0, 0))
-    want = dispatch._philox4x32_10(one, 0xA4093822, 0x299F31D0)
+    want = reference._philox4x32_10(one, 0xA4093822, 0x299F31D0)
     assert (int(got[0][0, 0]), int(got[1][0, 0])) == (int(want[0][0]), int(want[1][0]))
 
 
@@ -238,7 +238,7 @@ def test_seeded_adjoint_is_the_transpose(device, backend):
     ax = dispatch.seeded_measure(x, seed, m, complex=False, backend=backend)
     aty = dispatch.seeded_adjoint(y, seed, n, backend=backend)
     torch.testing.assert_close((ax * y).sum(), (x * aty).sum(), rtol=1e-12, atol=1e-12)
-    a = dispatch.seeded_gaussian_ref(
+    a = reference.seeded_gaussian_ref(
         seed, m, n, False, dispatch.default_scale(m, False), torch.float64, "cpu"
     )[0]
     torch.testing.assert_close(aty.cpu(), y.cpu() @ a, rtol=2e-5, atol=2e-5)

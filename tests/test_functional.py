@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from metadip.functional import complex_measure_ref, fourier_features_ref, tv_ref
+from metadip.reference import complex_measure_ref, fourier_features_ref, tv_ref
 
 
 def _rand(*shape, seed=0):

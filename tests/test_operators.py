@@ -235,7 +235,7 @@ def test_seeded_cs_is_adjoint_and_matches_its_materialized_matrix(channelwise):
 
 
 def test_seeded_phase_retrieval_matches_its_materialized_matrix():
-    from metadip.functional import complex_measure_ref
+    from metadip.reference import complex_measure_ref
 
     op = PhaseRetrieval((1, 9, 8), 0.5, seed=4, dtype=F64, storage="seeded")
     x = torch.rand(2, *op.in_shape, dtype=F64)

@@ -7,7 +7,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from metadip import dispatch
-from metadip.functional import tv_ref
+from metadip.reference import tv_ref
 from tests.kernel_utils import (  # noqa: F401 (poison is a fixture)
     CASES,
     aot_compile,
