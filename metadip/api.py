@@ -31,7 +31,10 @@ from metadip.posterior import (
 )
 from metadip.stopping import WindowedVariance, default_window, stopped_result, watching
 
-__all__ = ["Reconstruction", "reconstruct"]
+__all__ = ["LONG_FIT", "Reconstruction", "reconstruct"]
+
+# Fits this long show a progress bar by default in interactive use.
+LONG_FIT = 200
 
 
 @dataclass
@@ -148,12 +151,12 @@ def reconstruct(
     max_steps: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     in_shape: Sequence[int] | None = None,
     batch_size: int | None = None,
     graph: bool | None = None,
     callback: Callable[[StepInfo], None] | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     samples: int = 1,
 ) -> Reconstruction:
     """Reconstructs x from ``y = op(x) + noise`` with a Deep Image Prior.
@@ -174,13 +177,16 @@ def reconstruct(
     variance of the iterates is lowest (``metadip.stopping``; one extra forward per
     step), after at most ``max_steps`` (default: the larger of 1000 and the init's
     horizon). seed: seeds the random init and the input jitter.
-    device: where to fit (default: y's device). dtype: compute dtype.
+    device: where to fit (default: y's device). dtype: compute dtype (default: float64
+    for a float64 ``y``, else float32).
     batch_size: problems fitted per pass (default: all B; lower it to save memory).
     graph: capture the loop as a CUDA graph and replay it. None ("auto"): on CUDA
     without a callback, falling back to eager fitting, with a warning, if capture or
     replay fails; True: required, an error says why if impossible; False: eager.
     callback: called with a ``StepInfo`` after every step in which a problem was
     accepted; ``StepInfo.first`` is the index of the pass's first problem.
+    progress: a progress bar; None shows one for fits of ``LONG_FIT`` steps or more when
+    stderr is a terminal (vanilla DIP runs minutes on a CPU).
     samples: K > 1 runs K chains per problem in one batched pass (own input jitter,
     Langevin noise and weight-decay prior each: Bayesian DIP), returning their mean and
     per-pixel ``std``; chain k is seeded ``seed + k``. Eager only; not with "auto";
@@ -208,6 +214,8 @@ def reconstruct(
             raise ValueError("max_steps bounds automatic stopping: pass it with steps='auto'")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    if dtype is None:
+        dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if isinstance(op, Stacked) and (not batched or t.shape[0] != len(op.ops)):
@@ -242,6 +250,8 @@ def reconstruct(
         check_memory(meta, op.in_shape, min(batch_size or ys.shape[0], ys.shape[0]) * samples)
     total = ys.shape[0]
     per_pass = min((batch_size or total) * samples, total)
+    if progress is None:
+        progress = n_steps >= LONG_FIT and sys.stderr.isatty()
 
     start = time.perf_counter()
     results = []

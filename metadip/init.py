@@ -254,7 +254,10 @@ class MetaInit:
             }
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{path}: malformed metadip header ({e})") from e
-        expected = {k: tuple(p.shape) for k, p in build_network(config).named_parameters()}
+        # On the meta device: shapes only, no memory, and the caller's RNG is not consumed.
+        with torch.device("meta"):
+            shapes = build_network(config).named_parameters()
+        expected = {k: tuple(p.shape) for k, p in shapes}
         weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
         got = {k: tuple(v.shape) for k, v in weights.items()}
         if got != expected:

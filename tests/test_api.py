@@ -111,6 +111,17 @@ def test_phase_retrieval_and_float64():
     assert rec.image.dtype == torch.float64 and torch.isfinite(rec.image).all()
 
 
+def test_a_float64_y_is_computed_in_float64():
+    op = Denoise((1, 8, 8), 0.1)
+    y = op.measure(torch.rand(1, 8, 8), torch.Generator().manual_seed(0)).double()
+    init = tiny_init(1, steps=3, dtype=torch.float32)
+    auto = reconstruct(y, op, init=init).image
+    f64 = reconstruct(y, op, init=init, dtype=torch.float64).image
+    f32 = reconstruct(y, op, init=init, dtype=torch.float32).image
+    assert auto.dtype == f32.dtype == torch.float64  # the result comes back as y's dtype
+    assert torch.equal(auto, f64) and not torch.equal(auto, f32)
+
+
 class _Physics:
     def A(self, x):  # noqa: N802
         return x * 0.5

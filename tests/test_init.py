@@ -13,6 +13,13 @@ from metadip.inner import output, prepare
 from tests.conftest import tiny_init
 
 
+def test_load_leaves_the_global_rng_alone(tmp_path):
+    path = MetaInit.random(3, width=8, depth=2).save(tmp_path / "a.safetensors")
+    before = torch.random.get_rng_state()
+    MetaInit.load(path)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_save_load_round_trip(tmp_path):
     init = tiny_init(3, steps=5)
     init.metadata["note"] = "round trip"
