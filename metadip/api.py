@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from metadip import graphs
+from metadip.arrays import as_tensor, check_truth, check_y
 from metadip.guide import check_guide_operator, guide_input
 from metadip.init import MetaInit, default_init_path, load_init
 from metadip.inner import FitResult, StepInfo, fit, prepare
@@ -53,6 +53,8 @@ class Reconstruction:
     standard deviation (like ``image``) over K chains and their last steps
     (``metadip.posterior``); ``losses`` and ``restored`` are over the chains of a
     problem (mean loss, union of restore steps). Otherwise ``std`` is None.
+    ``psnr``: with ``x_true``, the PSNR after each step (per problem for a batch; the
+    mean over the chains with ``samples``).
     """
 
     image: Any
@@ -66,69 +68,7 @@ class Reconstruction:
     stopped_at: int | list[int] | None = None
     std: Any = None
     samples: int = 1
-
-
-def _as_tensor(y: Any) -> tuple[Tensor, Callable[[Tensor], Any]]:
-    """y as a torch tensor (zero-copy where possible) and a function converting results back."""
-    if isinstance(y, Tensor):
-        return y, lambda t: t.to(device=y.device, dtype=y.dtype)
-    if isinstance(y, np.ndarray):
-        if y.dtype.kind not in "fiucb":
-            raise TypeError(f"y must be a real floating-point array, got NumPy dtype {y.dtype}")
-        if y.dtype.kind == "c":
-            raise TypeError(
-                f"y must be real (phase retrieval takes magnitudes |Ax+e|), got dtype {y.dtype}"
-            )
-        t = torch.from_numpy(np.ascontiguousarray(y))
-        return t, lambda r: r.detach().cpu().numpy().astype(y.dtype, copy=False)
-    if hasattr(y, "__dlpack__"):
-        t = torch.from_dlpack(y)
-        from_dlpack = _from_dlpack_of(type(y))
-        if from_dlpack is None:
-            return t, lambda r: r.to(device=t.device, dtype=t.dtype)
-        return t, lambda r: from_dlpack(r.to(device=t.device, dtype=t.dtype).contiguous())
-    raise TypeError(
-        f"y must be a torch.Tensor, a NumPy array or a __dlpack__ array, got {type(y).__name__}"
-    )
-
-
-def _from_dlpack_of(cls: type) -> Callable[[Any], Any] | None:
-    """The ``from_dlpack`` of the library defining ``cls`` (e.g. ``cupy.from_dlpack``)."""
-    parts = cls.__module__.split(".")
-    for i in range(len(parts), 0, -1):
-        fn = getattr(sys.modules.get(".".join(parts[:i])), "from_dlpack", None)
-        if callable(fn):
-            return fn
-    return None
-
-
-def _check_y(y: Tensor, op: Operator) -> bool:
-    """Validates y against the operator; returns True for a batch ``(B, *out_shape)``."""
-    if y.is_complex():
-        raise TypeError(
-            f"y must be real (phase retrieval takes magnitudes |Ax+e|), got dtype {y.dtype}"
-        )
-    if not y.is_floating_point():
-        raise TypeError(
-            f"y must be a floating-point array (images in [0, 1]), got dtype {y.dtype}; "
-            "convert integer images with y / 255"
-        )
-    if y.numel() == 0:
-        raise ValueError(f"y is empty (shape {tuple(y.shape)})")
-    shape = tuple(y.shape)
-    if shape == op.out_shape:
-        batched = False
-    elif len(shape) == len(op.out_shape) + 1 and shape[1:] == op.out_shape:
-        batched = True
-    else:
-        raise ValueError(
-            f"y has shape {shape} but the operator measures {op.out_shape} "
-            f"(or a batch (B, *{op.out_shape}))"
-        )
-    if not bool(torch.isfinite(y).all()):
-        bad = int((~torch.isfinite(y)).sum())
-        raise ValueError(f"y contains {bad} NaN/Inf value(s); measurements must be finite")
-    return batched
+    psnr: list[float] | list[list[float]] | None = None
 
 
 def _operator(op: Any, in_shape: Sequence[int] | None) -> Operator:
@@ -158,6 +98,7 @@ def reconstruct(
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool | None = None,
     samples: int = 1,
+    x_true: Any = None,
 ) -> Reconstruction:
     """Reconstructs x from ``y = op(x) + noise`` with a Deep Image Prior.
 
@@ -192,11 +133,14 @@ def reconstruct(
     per-pixel ``std``; chain k is seeded ``seed + k``. Eager only; not with "auto";
     ``batch_size`` then counts problems, each with its K chains (a callback sees the
     B·K chains as items).
+    x_true: the ground truth (like ``rec.image``): the PSNR of the image after each step
+    is computed on the device (one extra forward pass per step; graphs stay on) and
+    returned as ``rec.psnr``.
     """
-    t, back = _as_tensor(y)
+    t, back = as_tensor(y)
     user_op = op
     op = _operator(op, in_shape)
-    batched = _check_y(t, op)
+    batched = check_y(t, op)
     auto = steps == "auto"
     samples = check_samples(samples)
     if samples > 1 and auto:
@@ -245,8 +189,12 @@ def reconstruct(
     n_steps = (max_steps or max(1000, meta.steps)) if auto else (steps or meta.steps)
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]
+    xs = None
+    if x_true is not None:
+        xs = check_truth(x_true, op, ys.shape[0] if batched else None).to(dev, dtype)
     if samples > 1:
         ys, op_dev = ys.repeat_interleave(samples, dim=0), _repeat(op_dev, samples)
+        xs = None if xs is None else xs.repeat_interleave(samples, dim=0)
         check_memory(meta, op.in_shape, min(batch_size or ys.shape[0], ys.shape[0]) * samples)
     total = ys.shape[0]
     per_pass = min((batch_size or total) * samples, total)
@@ -267,9 +215,16 @@ def reconstruct(
             key = (_init_key(init, seed), _op_key(user_op), first, stop, n_steps, dtype, str(dev))
             try:
                 captured = graphs.cached_fit(
-                    key, meta, part, stop - first, n_steps, keep=(init, user_op)
+                    key,
+                    meta,
+                    part,
+                    stop - first,
+                    n_steps,
+                    keep=(init, user_op),
+                    with_truth=xs is not None,
                 )
-                results.append(captured.run(ys[first:stop], seed))
+                truth = None if xs is None else xs[first:stop]
+                results.append(captured.run(ys[first:stop], seed, truth))
                 continue
             except Exception as exc:
                 if graph is True:
@@ -314,6 +269,7 @@ def reconstruct(
             callback=collector or cb,
             progress=progress,
             desc=desc,
+            x_true=None if xs is None else xs[first:stop],
         )
         if watcher is not None:
             res, at = stopped_result(res, watcher)
@@ -329,11 +285,13 @@ def reconstruct(
     image = torch.cat([r.image for r in results])
     losses: Any = [row for r in results for row in r.losses]
     restored: Any = [row for r in results for row in r.restored]
+    curves: Any = None if xs is None else [row for r in results for row in r.psnr or []]
     stopped_at: Any = stops or None
     run = max(len(row) for row in losses) if losses else 0
     std = torch.cat(stds) if stds else None
     if not batched:
         image, losses, restored = image[0], losses[0], restored[0]
+        curves = None if curves is None else curves[0]
         stopped_at = stops[0] if stops else None
         std = None if std is None else std[0]
     return Reconstruction(
@@ -348,6 +306,7 @@ def reconstruct(
         stopped_at=stopped_at,
         std=None if std is None else back(std),
         samples=samples,
+        psnr=curves,
     )
 
 
@@ -386,9 +345,11 @@ def _pooled(res: FitResult, collector: SampleCollector, k: int) -> tuple[FitResu
     """A chain fit's result per problem (the chains' mean image, mean losses per step,
     every restore step) and the per-pixel std."""
     mean, std = collector.reduce(res.image)
-    losses = pool_rows(res.losses, k, lambda rows: [sum(c) / k for c in zip(*rows, strict=True)])
+    mean_rows = lambda rows: [sum(c) / k for c in zip(*rows, strict=True)]  # noqa: E731
+    losses = pool_rows(res.losses, k, mean_rows)
+    psnr = None if res.psnr is None else pool_rows(res.psnr, k, mean_rows)
     restored = pool_rows(res.restored, k, lambda rows: sorted(set().union(*rows)))
-    return FitResult(mean, losses, restored), std
+    return FitResult(mean, losses, restored, psnr), std
 
 
 def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepInfo], None]:

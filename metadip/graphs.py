@@ -49,12 +49,26 @@ def why_not(device: torch.device, callback: Any = None) -> str | None:
 class CapturedFit:
     """One captured T-step fit of ``batch`` problems ``(batch, *op.out_shape)``."""
 
-    def __init__(self, meta: MetaInit, op: Operator, batch: int, steps: int, warmup: int = 2):
+    def __init__(
+        self,
+        meta: MetaInit,
+        op: Operator,
+        batch: int,
+        steps: int,
+        warmup: int = 2,
+        with_truth: bool = False,
+    ):
         reason = why_not(meta.device)
         if reason:
             raise RuntimeError(f"cannot capture a CUDA graph: {reason}")
         self.op, self.steps = op, steps
         self.y = torch.zeros(batch, *op.out_shape, device=meta.device, dtype=meta.dtype)
+        # The ground truth of a run that records PSNR per step (x_true=), also static.
+        self.x = (
+            torch.zeros(batch, *op.in_shape, device=meta.device, dtype=meta.dtype)
+            if with_truth
+            else None
+        )
         guide = guide_input(meta.config, op, self.y) if meta.config.guided else None
         params, self.hyper = prepare(meta, op.in_shape, batch=batch, steps=steps, guide=guide)
         self.params = {k: v.clone() for k, v in params.items()}
@@ -83,32 +97,45 @@ class CapturedFit:
         if hyper.config.guided:
             # The guide A^T y is computed from the static y inside the graph.
             hyper = with_guide(hyper, self.op, self.y)
-        trace = run_loop(self.params, self.y, self.op, hyper, self.steps)
+        trace = run_loop(self.params, self.y, self.op, hyper, self.steps, x_true=self.x)
         with torch.no_grad():
             image = _result(trace.params, trace.state, trace.hyper)
         return trace, image
 
-    def run(self, y: Tensor, seed: int = 0) -> FitResult:
-        """Replays the graph on ``y`` ``(batch, *out_shape)``; results are copies."""
+    def run(self, y: Tensor, seed: int = 0, x_true: Tensor | None = None) -> FitResult:
+        """Replays the graph on ``y`` ``(batch, *out_shape)`` (and ``x_true`` when captured
+        with the truth); results are copies."""
         if tuple(y.shape) != tuple(self.y.shape):
             raise ValueError(f"captured for y of shape {tuple(self.y.shape)}, got {tuple(y.shape)}")
+        if (x_true is None) != (self.x is None):
+            raise ValueError("x_true must be given exactly when the graph was captured with it")
         self.y.copy_(y)
+        if self.x is not None:
+            self.x.copy_(x_true)
         if self.hyper.generator is not None:
             self.hyper.generator.manual_seed(int(seed))
         self.graph.replay()
         res = finish(self.trace, self.image)
-        return FitResult(res.image.clone(), res.losses, res.restored)
+        return FitResult(res.image.clone(), res.losses, res.restored, res.psnr)
 
 
 def cached_fit(
-    key: tuple, meta: MetaInit, op: Operator, batch: int, steps: int, keep: Any = None
+    key: tuple,
+    meta: MetaInit,
+    op: Operator,
+    batch: int,
+    steps: int,
+    keep: Any = None,
+    with_truth: bool = False,
 ) -> CapturedFit:
     """The captured fit for ``key``, capturing it on a miss (least recently used evicted).
-    ``keep``: objects the key refers to by identity, held as long as the entry."""
+    ``keep``: objects the key refers to by identity, held as long as the entry;
+    ``with_truth``: the graph also records PSNR per step (part of the key)."""
+    key = (*key, with_truth)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    captured = CapturedFit(meta, op, batch, steps)
+    captured = CapturedFit(meta, op, batch, steps, with_truth=with_truth)
     captured.keep = keep
     _CACHE[key] = captured
     while len(_CACHE) > CACHE_SIZE:

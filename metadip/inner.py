@@ -379,11 +379,13 @@ class StepInfo:
 
 @dataclass
 class FitResult:
-    """``image``: ``(B, C, H, W)``; ``losses`` / ``restored``: one list per problem."""
+    """``image``: ``(B, C, H, W)``; ``losses`` / ``restored``: one list per problem;
+    ``psnr``: per problem, the PSNR after each step against ``x_true`` (None without)."""
 
     image: Tensor
     losses: list[list[float]]
     restored: list[list[int]]
+    psnr: list[list[float]] | None = None
 
 
 def _result(params: Params, state: State, hyper: Hyper) -> Tensor:
@@ -426,6 +428,7 @@ class Trace:
     hyper: Hyper
     losses: Tensor
     bad: Tensor
+    psnr: Tensor | None = None
 
 
 def run_loop(
@@ -437,10 +440,13 @@ def run_loop(
     *,
     callback: Callable[[StepInfo], None] | None = None,
     bar: Any = None,
+    x_true: Tensor | None = None,
 ) -> Trace:
     """The fitting loop with per-problem restores done on the device (``torch.where``):
     no host synchronization unless ``callback`` or a progress ``bar`` is given, so it can
-    be captured in a CUDA graph. A ``callback`` that returns True stops the loop."""
+    be captured in a CUDA graph. A ``callback`` that returns True stops the loop.
+    ``x_true`` ``(B, C, H, W)``: after each step, the PSNR of the image the fit would
+    return then (clamped to [0, 1]) is recorded on the device (one more forward pass)."""
     b = y.shape[0]
     state = init_state(params, hyper)
     good_params, good_state = params, state
@@ -450,6 +456,7 @@ def run_loop(
     backtrack = BACKTRACK_FACTOR if hyper.rule == "adam" else math.inf
     loss_rows: list[Tensor] = []
     bad_rows: list[Tensor] = []
+    psnr_rows: list[Tensor] = []
     for t in range(steps):
         new_params, new_state, loss = step(params, state, y, op, hyper, t)
         bad = ~torch.isfinite(loss) | (loss > backtrack * last)
@@ -465,6 +472,8 @@ def run_loop(
         state = _select(ok, new_state, good_state, hyper.groups)
         scale = torch.where(ok, scale, 0.5 * scale)
         hyper = replace(hyper, lr_scale=scale)
+        if x_true is not None:
+            psnr_rows.append(_psnr(params, state, hyper, x_true))
         if bar is not None:
             bar.update(1)
             if t % 10 == 9 or t == steps - 1:
@@ -483,7 +492,17 @@ def run_loop(
         hyper,
         torch.stack(loss_rows, dim=1) if loss_rows else empty,
         torch.stack(bad_rows, dim=1) if bad_rows else empty.bool(),
+        None if x_true is None else torch.stack(psnr_rows, dim=1) if psnr_rows else empty,
     )
+
+
+def _psnr(params: Params, state: State, hyper: Hyper, x_true: Tensor) -> Tensor:
+    """Per problem ``10 log10(1 / mse)`` of the fit's current image clamped to [0, 1],
+    ``(B,)``."""
+    with torch.no_grad():
+        image = _result(params, state, hyper)
+        mse = (image.clamp(0, 1) - x_true).pow(2).flatten(1).mean(dim=1)
+        return 10 * torch.log10(1 / mse.clamp_min(1e-20))
 
 
 def finish(trace: Trace, image: Tensor | None = None) -> FitResult:
@@ -506,7 +525,8 @@ def finish(trace: Trace, image: Tensor | None = None) -> FitResult:
     for i, ok in enumerate(finite.tolist()):
         if not ok:
             restored[i].append(steps)
-    return FitResult(image.detach(), trace.losses.tolist(), restored)
+    psnr = None if trace.psnr is None else trace.psnr.tolist()
+    return FitResult(image.detach(), trace.losses.tolist(), restored, psnr)
 
 
 def fit(
@@ -519,6 +539,7 @@ def fit(
     callback: Callable[[StepInfo], None] | None = None,
     progress: bool = False,
     desc: str = "fitting",
+    x_true: Tensor | None = None,
 ) -> FitResult:
     """Runs ``steps`` steps from ``params`` on ``y`` ``(B, *out_shape)``.
 
@@ -534,7 +555,7 @@ def fit(
         )
     bar = tqdm(total=steps, desc=desc, leave=False) if progress else None
     try:
-        trace = run_loop(params, y, op, hyper, steps, callback=callback, bar=bar)
+        trace = run_loop(params, y, op, hyper, steps, callback=callback, bar=bar, x_true=x_true)
     finally:
         if bar is not None:
             bar.close()

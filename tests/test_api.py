@@ -257,3 +257,26 @@ def test_graph_cache_is_keyed_by_the_callers_operator(monkeypatch):
         for _ in range(2):  # a callable gets a new adapter per call, the same key
             reconstruct(torch.rand(1, 8, 8), forward, init=init, in_shape=(1, 8, 8))
     assert len(keys) == 2 and keys[0] == keys[1]
+
+
+def test_x_true_records_psnr_per_step():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    op = Denoise((1, 8, 8), 0.1)
+    y = op.measure(x, torch.Generator().manual_seed(2))
+    init = tiny_init(1, steps=4)
+    rec = reconstruct(y, op, init=init, x_true=x)
+    assert len(rec.psnr) == 2 and all(len(row) == 4 for row in rec.psnr)
+    for b in range(2):
+        assert rec.psnr[b][-1] == pytest.approx(psnr(rec.image[b].clamp(0, 1), x[b]), rel=1e-9)
+        # The PSNR after step 2 is that of a 2-step fit's image.
+        two = reconstruct(y[b], op, init=init, steps=2, x_true=x[b])
+        assert rec.psnr[b][1] == pytest.approx(psnr(two.image.clamp(0, 1), x[b]), rel=1e-9)
+        assert two.psnr[-1] == pytest.approx(rec.psnr[b][1], rel=1e-9)
+    assert reconstruct(y, op, init=init).psnr is None
+    with pytest.raises(ValueError, match=r"x_true must be a real array of shape \(2, 1, 8, 8\)"):
+        reconstruct(y, op, init=init, x_true=x[0])
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x_true contains NaN"):
+        reconstruct(y, op, init=init, x_true=bad)

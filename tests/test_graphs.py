@@ -35,6 +35,24 @@ def test_graph_replay_equals_eager(kind):
     assert len(graphs._CACHE) == 1
 
 
+def test_psnr_per_step_is_recorded_inside_the_graph():
+    graphs.clear_cache()
+    op = Denoise(SHAPE, 0.1)
+    init = tiny_init(3, steps=6, lr=0.3, dtype=torch.float32)
+    x = torch.stack([smooth_image(3, *SHAPE[1:], seed=i) for i in range(2)]).cuda()
+    y = _y(op)
+    eager = reconstruct(y, op, init=init, graph=False, x_true=x)
+    for _ in range(2):
+        rec = reconstruct(y, op, init=init, graph=True, x_true=x)
+        assert rec.graph
+        torch.testing.assert_close(
+            torch.tensor(rec.psnr), torch.tensor(eager.psnr), rtol=1e-5, atol=1e-4
+        )
+    # Without x_true the same fit is a different graph.
+    reconstruct(y, op, init=init, graph=True)
+    assert len(graphs._CACHE) == 2
+
+
 def test_shape_change_recaptures():
     graphs.clear_cache()
     init = tiny_init(3, steps=3, dtype=torch.float32)
