@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 from metadip import io
 from metadip.cli import main
+from metadip.metrics import psnr
 from tests.conftest import smooth_image, tiny_init
 
 
@@ -50,7 +53,9 @@ def test_reconstruct_simulated(tmp_path, init_file, task, capsys):
     )
     rec = np.load(out)
     assert rec.shape == (3, 24, 24) and np.isfinite(rec).all()
-    assert "PSNR" in capsys.readouterr().out
+    # The printed PSNR is that of the written image against the source image.
+    printed = float(re.search(r"PSNR (\S+) dB", capsys.readouterr().out).group(1))
+    assert printed == pytest.approx(psnr(torch.from_numpy(rec), io.load_image(src)), abs=0.01)
 
 
 def test_reconstruct_from_measurement_files(tmp_path, init_file):

@@ -82,8 +82,10 @@ def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path,
     for patch in ("val00", "val01"):
         ok = by[(patch, "denoise:25", "metadip")]
         assert ok["status"] == "ok" and ok["steps"] == 4
-        assert ok["psnr"] > 0 and 0 < ok["ssim"] <= 1 and ok["seconds"] >= 0
+        assert 0 < ok["ssim"] <= 1 and ok["seconds"] >= 0
         assert [s for s, _ in ok["curve"]] == [1, 2, 3, 4]
+        # The recorded PSNR is the final image's: the last point of its own curve.
+        assert ok["psnr"] == pytest.approx(ok["curve"][-1][1], abs=1e-6)
         assert ok["versions"]["torch"] == torch.__version__ and ok["device"].startswith("cpu")
         # PnP-ADMM beats the back-projection it starts from on the tiny CS problem
         admm = by[(patch, "cs:0.5", "admm-bm3d")]
@@ -162,7 +164,7 @@ def test_cli_eval_and_report_only(images, tiny_init, tmp_path, capsys):
     try:
         import deepinv  # noqa: F401
 
-        assert status["deepinv-dip"] in ("ok", "error")
+        assert status["deepinv-dip"] == "ok"
     except ImportError:
         assert status["deepinv-dip"] == "skipped"
         assert "deepinv is not installed" in capsys.readouterr().err
