@@ -54,7 +54,17 @@ __all__ = [
     "write_table",
 ]
 
-METHODS = ("metadip", "dip50", "dip1000", "metasiren", "bm3d", "admm-bm3d", "deepinv-dip")
+METHODS = (
+    "metadip",
+    "educated",
+    "dip50",
+    "dip1000",
+    "decoder",
+    "metasiren",
+    "bm3d",
+    "admm-bm3d",
+    "deepinv-dip",
+)
 DEFAULT_TASKS = (
     "denoise:15",
     "denoise:25",
@@ -74,6 +84,8 @@ COLORS = {
     "metadip": (214, 39, 40),
     "dip50": (31, 119, 180),
     "dip1000": (44, 160, 44),
+    "educated": (255, 127, 14),
+    "decoder": (23, 190, 207),
     "metasiren": (148, 103, 189),
     "bm3d": (140, 86, 75),
     "admm-bm3d": (227, 119, 194),
@@ -187,6 +199,7 @@ class EvalConfig:
     out: str = "eval-out"
     init: str = "default"
     siren_init: str | None = None
+    educated_init: str | None = None
     steps: int = 50
     device: str = "cpu"
     seed: int = 0
@@ -235,6 +248,8 @@ class Runner:
             "metadip": self._metadip,
             "dip50": lambda *a, **k: self._dip(*a, steps=50, **k),
             "dip1000": lambda *a, **k: self._dip(*a, steps=1000, **k),
+            "educated": self._educated,
+            "decoder": self._decoder,
             "metasiren": self._metasiren,
             "bm3d": self._bm3d,
             "admm-bm3d": self._admm,
@@ -286,8 +301,27 @@ class Runner:
     def _dip(self, spec, x, op, y, seed, *, steps: int, warmup: bool = False) -> Outcome:
         return self._fit(x, op, y, seed, "random", steps, warmup)
 
+    def _decoder(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
+        return self._fit(x, op, y, seed, "decoder", 1000, warmup)
+
     def _metadip(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
         return self._fit(x, op, y, seed, self.cfg.init, self.cfg.steps, warmup)
+
+    def _educated(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
+        from metadip.init import MetaInit, default_init_path
+
+        path = self.cfg.educated_init
+        if path is None:
+            if spec.task != "denoise":
+                raise NotApplicable(
+                    f"no Educated-DIP init ships for {spec.task}; pass --educated-init PATH "
+                    "(from `metadip train --method educated`)"
+                )
+            path = str(default_init_path("denoise"))
+        init = MetaInit.load(path)
+        if not init.config.guided:
+            raise ValueError(f"--educated-init {path} is not an Educated-DIP (image-input) init")
+        return self._fit(x, op, y, seed, init, self.cfg.steps, warmup)
 
     def _metasiren(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
         from metadip.init import MetaInit
@@ -758,7 +792,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default=d.out, help="output folder (results.jsonl, table.md, plots)")
     p.add_argument("--init", default=d.init, help="metadip: 'default' or an init file")
     p.add_argument("--siren-init", default=None, help="metasiren: a SIREN init file")
-    p.add_argument("--steps", type=int, default=None, help="metadip / metasiren steps (default 50)")
+    p.add_argument(
+        "--educated-init",
+        default=None,
+        help="educated: an Educated-DIP init file (default: the shipped denoising one)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="metadip / metasiren / educated steps (default 50)"
+    )
     p.add_argument("--device", default=d.device)
     p.add_argument("--seed", type=int, default=d.seed, help="patch sampling seed")
     p.add_argument("--tune-patches", type=int, default=d.tune_patches)
@@ -794,6 +835,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out=args.out,
         init=args.init,
         siren_init=args.siren_init,
+        educated_init=args.educated_init,
         steps=args.steps or 50,
         device=args.device,
         seed=args.seed,

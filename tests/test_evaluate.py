@@ -73,6 +73,20 @@ def test_same_measurement_for_every_method(images):
     assert evaluate.cell_seed(name, "cs:0.25") != seed
 
 
+def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
+    # Patches of 32x32: the decoder's 6 layers need sides that are multiples of 32.
+    cfg = _cfg(images, tmp_path, tiny_init, methods=["educated", "decoder"], patches=1)
+    rows = {(r["task"], r["method"]): r for r in evaluate.run_eval(cfg, log=lambda _: None)}
+    edu = rows[("denoise:25", "educated")]
+    assert edu["status"] == "ok" and edu["steps"] == 4 and "denoise" in edu["init"]
+    # The shipped Educated-DIP init denoises: better than its noisy input after 4 steps.
+    assert edu["psnr"] > edu["psnr_input"] + 3
+    assert rows[("cs:0.5", "educated")]["status"] == "skipped"
+    assert "--educated-init" in rows[("cs:0.5", "educated")]["reason"]
+    dec = rows[("denoise:25", "decoder")]
+    assert dec["status"] == "ok" and dec["steps"] == 1000 and dec["init"] == "decoder"
+
+
 def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path, monkeypatch):
     cfg = _cfg(images, tmp_path, tiny_init)
     logs: list[str] = []
