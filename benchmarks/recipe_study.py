@@ -21,6 +21,8 @@ METHOD is one of
   ``dip:LR[:ema][:wW]``        vanilla DIP on the skip network of width W (default 32,
                                depth 4, the shipped default's): Adam at LR, input jitter
                                1/30, with the 0.99 output EMA when ``ema`` is given
+  ``decoder``                  the vanilla Deep Decoder (``init="decoder"``: k = 64,
+                               6 layers, Adam 0.01)
   ``bm3d``                     BM3D (denoising only)
   ``noisy``                    the noisy input itself (denoising only)
 TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
@@ -132,8 +134,8 @@ def read_list(name: str) -> list[tuple[str, torch.Tensor]]:
 
 def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
     method = ALIASES.get(method, method)
-    if method == "default":
-        return load_init("default", channels, task=task)
+    if method in ("default", "decoder"):
+        return load_init(method, channels, seed=seed, task=task)
     if method.startswith("init:"):
         parts = method[5:].split(":")
         init = MetaInit.load(parts[0])
