@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from metadip.evaluate import cell_seed, parse_task
 from metadip.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_study import _commit, _method_init, read_list  # noqa: E402
+from recipe_study import _method_init, provenance, read_list  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "posterior"
 BLOCK = 8
@@ -85,11 +83,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             "spearman": calibration(many.std, many.image - x),
             "mean_std": float(many.std.mean()),
             "seconds": {"one": one.seconds, "many": many.seconds},
-            "threads": args.threads,
-            "load": os.getloadavg()[0],
-            "commit": _commit(),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
+            **provenance(args.threads),
         }
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -130,12 +124,8 @@ def cmd_cost(args: argparse.Namespace) -> None:
         "steps": init.steps,
         "seconds": seconds,
         "relative": {k: v / seconds["1"] for k, v in seconds.items()} if "1" in seconds else {},
-        "threads": args.threads,
         "matmul_gflops": gflops,
-        "load": os.getloadavg()[0],
-        "commit": _commit(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
+        **provenance(args.threads),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "cost.jsonl", "a") as f:

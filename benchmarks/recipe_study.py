@@ -260,6 +260,17 @@ def _done(path: Path) -> set[tuple[str, str, str, str]]:
     return {(r["method"], r["task"], r["patch"], ",".join(sorted(r["psnr"]))) for r in rows}
 
 
+def provenance(threads: int) -> dict:
+    """What a recorded row carries besides its numbers: threads, load, commit, versions."""
+    return {
+        "threads": threads,
+        "load": os.getloadavg()[0],
+        "commit": _commit(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+
+
 def _commit() -> str:
     try:
         return subprocess.check_output(
@@ -291,11 +302,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             "task": args.task,
             "patch": patch,
             **res,
-            "threads": args.threads,
-            "load": os.getloadavg()[0],
-            "commit": _commit(),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
+            **provenance(args.threads),
         }
         with open(rows_path, "a") as f:
             f.write(json.dumps(row) + "\n")
