@@ -195,9 +195,11 @@ def reconstruct(
     if samples > 1:
         ys, op_dev = ys.repeat_interleave(samples, dim=0), _repeat(op_dev, samples)
         xs = None if xs is None else xs.repeat_interleave(samples, dim=0)
-        check_memory(meta, op.in_shape, min(batch_size or ys.shape[0], ys.shape[0]) * samples)
     total = ys.shape[0]
     per_pass = min((batch_size or total) * samples, total)
+    if samples > 1:
+        # The chains of one pass are fitted together: that is what must fit in memory.
+        check_memory(meta, op.in_shape, per_pass)
     if progress is None:
         progress = n_steps >= LONG_FIT and sys.stderr.isatty()
 

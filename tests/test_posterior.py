@@ -157,6 +157,21 @@ def test_memory_that_cannot_fit_is_an_error():
     check_memory(init, (3, 16, 16), 4)
 
 
+def test_memory_check_counts_the_chains_of_one_pass(monkeypatch):
+    # Memory for exactly B·K networks (one pass) is enough; the check must not ask for more.
+    _, op, y = _problem()
+    init = replace(tiny_init(1, steps=2, rule="adam", lr=0.01), jitter=1 / 30)
+    ys = y.expand(2, *y.shape)
+    seen = []
+    real = metadip.api.check_memory
+    monkeypatch.setattr(
+        metadip.api, "check_memory", lambda m, s, n: seen.append(n) or real(m, s, n)
+    )
+    reconstruct(ys, op, init=init, steps=2, samples=3, dtype=F64)
+    reconstruct(ys, op, init=init, steps=2, samples=3, dtype=F64, batch_size=1)
+    assert seen == [6, 3]
+
+
 def test_one_sample_is_todays_fit():
     _, op, y = _problem()
     init = replace(tiny_init(1, steps=5, rule="adam", lr=0.01), jitter=1 / 30)
