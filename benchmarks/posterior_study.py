@@ -29,11 +29,10 @@ import torch
 from scipy.stats import spearmanr
 
 import metadip
-from metadip.evaluate import cell_seed, parse_task
 from metadip.metrics import psnr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_study import _method_init, provenance, read_list  # noqa: E402
+from recipe_study import _method_init, problem, provenance, read_list  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "posterior"
 BLOCK = 8
@@ -59,15 +58,12 @@ def cmd_run(args: argparse.Namespace) -> None:
         for line in path.read_text().splitlines():
             r = json.loads(line)
             done.add((r["method"], r["task"], r["patch"], r["samples"], r["steps"]))
-    spec = parse_task(args.task)
     for patch, x in read_list(args.list)[: args.patches]:
-        seed = cell_seed(patch, spec.spec)
+        spec, seed, x, op, y = problem(args.task, x, patch)
         init = _method_init(args.method, x.shape[0], 0, spec.task)
         steps = args.steps or init.steps
         if (args.method, args.task, patch, args.samples, steps) in done:
             continue
-        op = spec.operator(x.shape, seed)
-        y = op.measure(x, torch.Generator().manual_seed(seed))
         one = metadip.reconstruct(y, op, init=init, steps=steps, seed=seed)
         many = metadip.reconstruct(y, op, init=init, steps=steps, seed=seed, samples=args.samples)
         row = {
@@ -98,12 +94,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_cost(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    spec = parse_task(args.task)
     patch, x = read_list(args.list)[0]
-    seed = cell_seed(patch, spec.spec)
+    spec, seed, x, op, y = problem(args.task, x, patch)
     init = _method_init(args.method, x.shape[0], 0, spec.task)
-    op = spec.operator(x.shape, seed)
-    y = op.measure(x, torch.Generator().manual_seed(seed))
     a = torch.randn(1024, 1024)
     start = time.perf_counter()
     for _ in range(10):

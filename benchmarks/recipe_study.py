@@ -159,14 +159,20 @@ def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
     raise ValueError(f"unknown method {method!r}")
 
 
-def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int]) -> dict:
+def problem(task: str, x: torch.Tensor, patch: str) -> tuple:
+    """``(spec, seed, x, op, y)`` of a study cell: TASK (``@gray``: x in BT.601 gray), its
+    operator and measurement, both seeded by the patch and task."""
     task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
     if gray:
         x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
     spec = parse_task(task)
     seed = cell_seed(patch, spec.spec)
     op = spec.operator(x.shape, seed)
-    y = op.measure(x, torch.Generator().manual_seed(seed))
+    return spec, seed, x, op, op.measure(x, torch.Generator().manual_seed(seed))
+
+
+def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int]) -> dict:
+    spec, _, x, op, y = problem(task, x, patch)
     if method == "noisy":
         if spec.task != "denoise":
             raise ValueError("method 'noisy' is the noisy input of a denoising task")
@@ -205,13 +211,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
 
 def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int) -> dict:
     """A ``max_steps`` fit watched by ``steps="auto"``'s rule (module docstring)."""
-    task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
-    if gray:
-        x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
-    spec = parse_task(task)
-    seed = cell_seed(patch, spec.spec)
-    op = spec.operator(x.shape, seed)
-    y = op.measure(x, torch.Generator().manual_seed(seed))
+    spec, _, x, op, y = problem(task, x, patch)
     init = _method_init(method, x.shape[0], 0, op.task)
     watcher = WindowedVariance(*default_window(max_steps))
     curve: list[float] = []
