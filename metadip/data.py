@@ -38,7 +38,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NATURAL_TRAIN = "../shared/data/natural-train"
 # scikit-image's bundled photographs (natural content; the synthetic test images are left out).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "hubble_deep_field", "rocket")
-TRAIN_TASKS = ("denoise", "cs", "pr")
+TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint")
 MATRIX_TASKS = ("cs", "pr")
 
 
@@ -209,9 +209,10 @@ class PatchSampler:
 class TaskSampler:
     """Builds meta-training tasks ``(x, op, y)`` from clean patches.
 
-    ``tasks``: ``name -> probability`` over ``"denoise"``, ``"cs"``, ``"pr"``;
-    ``sigma``: noise std range on the 0-255 scale, drawn uniformly per task;
-    ``ratio``: m/n range for cs / pr. Random operators get a seed drawn from the
+    ``tasks``: ``name -> probability`` over ``"denoise"``, ``"cs"``, ``"pr"``,
+    ``"inpaint"``; ``sigma``: noise std range on the 0-255 scale, drawn uniformly per
+    task; ``ratio``: m/n range for cs / pr, the observed fraction for inpaint (a fresh
+    random-pixel mask per task). Random operators get a seed drawn from the
     generator, so a task is reproducible from the generator state.
     """
 

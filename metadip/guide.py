@@ -3,7 +3,8 @@
 An image-input initialization (``NetConfig(input="image")``) does not start from fixed
 noise: its network reads the operator's adjoint of y (the noisy image itself for
 denoising), repeated to the network's channels for a gray problem, and optionally a
-constant map of the noise level (as FFDNet does).
+constant map of the noise level (as FFDNet does) and a coverage map ``Aᵀ A 1`` (the
+observation mask for inpainting).
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ def check_guide_operator(op: Any) -> None:
 def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
     """Educated DIP's guide for ``y`` ``(B, *out_shape)``: ``Aᵀy`` (the noisy image itself
     for denoising) repeated to the network's channels for a gray problem, then, when
-    ``config.noise_level``, a constant map of the operator's noise std:
+    ``config.noise_level``, a constant map of the operator's noise std, and when
+    ``config.coverage``, ``Aᵀ A 1`` averaged over channels:
     ``(B, config.guide_channels, H, W)``. Needs a linear operator."""
     check_guide_operator(op)
     g = op.adjoint(y)
-    if g.shape[1] == 1 and config.out_channels > 1:
-        g = g.expand(-1, config.out_channels, -1, -1)
-    if not config.noise_level:
-        return g
-    level = noise_levels(op, g.shape[0], g).view(-1, 1, 1, 1).expand(-1, 1, *g.shape[2:])
-    return torch.cat([g, level], dim=1)
+    parts = [g.expand(-1, config.out_channels, -1, -1) if g.shape[1] == 1 else g]
+    if config.noise_level:
+        level = noise_levels(op, g.shape[0], g).view(-1, 1, 1, 1)
+        parts.append(level.expand(-1, 1, *g.shape[2:]))
+    if config.coverage:
+        parts.append(op.adjoint(op.forward(torch.ones_like(g))).mean(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]

@@ -53,6 +53,9 @@ class NetConfig:
     ``residual``: the output is ``guide + head`` instead of ``sigmoid(head)``.
     ``noise_level``: the guide is followed by one constant channel holding the
     operator's noise std (a noise-level map, as in FFDNet).
+    ``coverage``: then one channel holding ``Aᵀ A 1`` averaged over colour channels,
+    which for inpainting is the observation mask (where the guide's zeros are missing
+    pixels, not black ones).
     ``norm``: ``"instance"`` (per image and channel statistics) or ``"none"``.
     """
 
@@ -67,6 +70,7 @@ class NetConfig:
     input: str = "noise"
     residual: bool = False
     noise_level: bool = False
+    coverage: bool = False
     norm: str = "instance"
 
     def __post_init__(self) -> None:
@@ -80,8 +84,10 @@ class NetConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.input == "image" and self.kind != "skip":
             raise ValueError("input='image' (Educated DIP) needs the skip network")
-        if (self.residual or self.noise_level) and self.input != "image":
-            raise ValueError("residual and noise_level belong to the guide, so need input='image'")
+        if (self.residual or self.noise_level or self.coverage) and self.input != "image":
+            raise ValueError(
+                "residual, noise_level and coverage belong to the guide, so need input='image'"
+            )
         for name in ("out_channels", "width", "depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -102,10 +108,11 @@ class NetConfig:
 
     @property
     def guide_channels(self) -> int:
-        """Channels of the guide part of the input: the image, plus the noise-level map."""
+        """Channels of the guide part of the input: the image, plus the noise-level map
+        and the coverage map when configured."""
         if not self.guided:
             return 0
-        return self.out_channels + int(self.noise_level)
+        return self.out_channels + int(self.noise_level) + int(self.coverage)
 
     @property
     def in_channels(self) -> int:

@@ -18,7 +18,7 @@ from metadip.init import MetaInit
 from metadip.inner import _apply, _net_input, fit, output, prepare
 from metadip.losses import sure_term
 from metadip.networks import NetConfig, build_network
-from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval, Stacked
+from metadip.operators import CompressiveSensing, Denoise, Inpainting, PhaseRetrieval, Stacked
 from metadip.posterior import draw
 from metadip.train import TrainConfig
 from metadip.train.config import METHODS
@@ -58,6 +58,8 @@ def test_config_rejects_guide_options_without_an_image_input():
         NetConfig(residual=True)
     with pytest.raises(ValueError, match="need input='image'"):
         NetConfig(noise_level=True)
+    with pytest.raises(ValueError, match="need input='image'"):
+        NetConfig(coverage=True)
     with pytest.raises(ValueError, match="norm must be one of"):
         NetConfig(norm="batch")
     with pytest.raises(ValueError, match="skip network"):
@@ -92,6 +94,22 @@ def test_gray_guide_is_repeated_to_the_colour_channels():
     assert g.shape == (2, 4, 8, 8)
     torch.testing.assert_close(g[:, :3], y.expand(-1, 3, -1, -1))
     assert torch.all(g[0, 3] == 0.1) and torch.all(g[1, 3] == 0.2)
+
+
+def test_coverage_channel_is_each_problem_s_observation_mask():
+    cfg = replace(guided_init().config, coverage=True)
+    assert cfg.guide_channels == 5
+    ops = Stacked([Inpainting((3, 8, 8), ratio=r, sigma=0.1, seed=r * 10) for r in (0.3, 0.7)])
+    y = ops.measure(torch.rand(2, 3, 8, 8))
+    g = guide_input(cfg, ops, y)
+    assert g.shape == (2, 5, 8, 8)
+    torch.testing.assert_close(g[:, :3], y)
+    for b, op in enumerate(ops.ops):
+        torch.testing.assert_close(g[b, 4], op.mask)
+    assert not torch.equal(g[0, 4], g[1, 4])
+    # Denoising observes every pixel.
+    g = guide_input(cfg, Denoise((3, 8, 8), 0.1), torch.rand(1, 3, 8, 8))
+    assert torch.all(g[:, 4] == 1)
 
 
 def test_nonlinear_operator_is_refused_with_the_reason():
@@ -194,6 +212,16 @@ def test_pretraining_lowers_the_training_loss(images, tmp_path):
     recs = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
     assert len(losses) == 2 and losses[1] < 0.7 * losses[0]
+
+
+def test_inpainting_pretraining_adds_the_mask_channel(images, tmp_path):
+    out = tmp_path / "inpaint"
+    assert _train(images, out, "--outer-steps=2", "--tasks=inpaint", "--ratio=0.3,0.7") == 0
+    init = MetaInit.load(out / "init.safetensors")
+    assert init.config.coverage and init.config.guide_channels == 5
+    op = Inpainting((3, 16, 16), ratio=0.5, sigma=0.1, seed=0)
+    rec = reconstruct(op.measure(torch.rand(3, 16, 16)), op, init=init)
+    assert rec.image.shape == (3, 16, 16) and torch.isfinite(rec.image).all()
 
 
 def _sure_init(steps: int = 3) -> MetaInit:

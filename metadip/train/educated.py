@@ -10,7 +10,8 @@ clipping (``clip``: without normalization layers, a rare bad batch at the full r
 can blow the network up for good).
 
 Stage 2 happens at reconstruction time: ``reconstruct(y, op, init=PATH)`` sees
-``input="image"`` in the file, feeds ``Aᵀy`` and fine-tunes on the one
+``input="image"`` in the file, feeds ``Aᵀy`` (with the observation mask as one more
+channel when the tasks include inpainting) and fine-tunes on the one
 measurement with the DIP loss for ``steps`` steps of the stored rule (Adam at
 ``inner_lr`` by default).
 
@@ -67,7 +68,8 @@ def educated_init(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         tv_weight=cfg.tv_weight,
         num_fourier=0,
         dtype=dtype,
-        network=EDUCATED_NETWORK,
+        # A masked task needs to tell missing pixels from black ones.
+        network={**EDUCATED_NETWORK, "coverage": "inpaint" in cfg.tasks},
     )
     return replace(init, jitter=0.0, ema=0.0, loss=cfg.inner_loss)
 
