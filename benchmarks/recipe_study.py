@@ -61,7 +61,7 @@ from metadip.evaluate import cell_seed, parse_task
 from metadip.guide import guide_input
 from metadip.init import MetaInit, load_init
 from metadip.inner import StepInfo, output, prepare
-from metadip.metrics import psnr
+from metadip.metrics import PsnrTrack, psnr
 from metadip.stopping import WindowedVariance, default_window
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,13 +198,9 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
             curve[str(n)] = psnr(rec.image.clamp(0, 1), x)
             seconds = rec.seconds
         return {"psnr": curve, "seconds": seconds}
-    want = set(steps)
-
-    def track(info: StepInfo) -> None:
-        if info.step + 1 in want:
-            curve[str(info.step + 1)] = psnr(info.image()[0].clamp(0, 1), x)
-
+    track = PsnrTrack(x, steps)
     rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, callback=track)
+    curve.update((str(n), value) for n, value in track.curve)
     curve[str(max(steps))] = psnr(rec.image.clamp(0, 1), x)
     return {"psnr": curve, "seconds": rec.seconds, "restored": len(rec.restored)}
 

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from metadip.operators import Operator
-from metadip.tasks import make_operator
+from metadip.tasks import TRAIN_TASKS, make_operator
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,7 +38,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NATURAL_TRAIN = "../shared/data/natural-train"
 # scikit-image's bundled photographs (natural content; the synthetic test images are left out).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "hubble_deep_field", "rocket")
-TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint")
 MATRIX_TASKS = ("cs", "pr")
 
 

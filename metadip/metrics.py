@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
+
+__all__ = ["PsnrTrack", "psnr", "ssim"]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -34,3 +38,23 @@ def ssim(x: Any, ref: Any, data_range: float = 1.0) -> float:
     if a.ndim == 3:
         return float(structural_similarity(a, b, data_range=data_range, channel_axis=0))
     return float(structural_similarity(a, b, data_range=data_range))
+
+
+class PsnrTrack:
+    """A fitting callback (``reconstruct(..., callback=)``, ``inner.fit``) that records
+    ``psnr(clamp(image, 0, 1), x)`` after each of the 1-based ``steps``, for the first
+    image of the batch: ``curve`` is ``[(step, dB), ...]`` and ``seconds`` the time spent
+    rendering and scoring (to subtract from a timed fit)."""
+
+    def __init__(self, x: torch.Tensor, steps: Iterable[int]):
+        self.x = x
+        self.marks = {int(s) for s in steps}
+        self.curve: list[tuple[int, float]] = []
+        self.seconds = 0.0
+
+    def __call__(self, info: Any) -> None:
+        if info.step + 1 in self.marks:
+            t0 = time.perf_counter()
+            image = info.image()[0].to(device=self.x.device, dtype=self.x.dtype)
+            self.curve.append((info.step + 1, psnr(image.clamp(0, 1), self.x)))
+            self.seconds += time.perf_counter() - t0

@@ -1,8 +1,11 @@
-"""Named imaging tasks -> operators, shared by the CLI, the demo and the evaluation."""
+"""The one task vocabulary: task names, their operators, and the ``name:value`` specs
+of the evaluation (``denoise:25``, ``cs:0.25``, ``inpaint``), shared by the CLI, the
+demo, training and the evaluation."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from metadip.operators import (
     Blur,
@@ -14,7 +17,23 @@ from metadip.operators import (
     SuperResolution,
 )
 
+__all__ = ["DEFAULT_TASKS", "TASKS", "TRAIN_TASKS", "TaskSpec", "make_operator", "parse_task"]
+
 TASKS = ("denoise", "cs", "pr", "inpaint", "blur", "sr")
+# What meta-training and Educated-DIP pretraining can sample.
+TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint")
+DEFAULT_TASKS = (
+    "denoise:15",
+    "denoise:25",
+    "cs:0.25",
+    "cs:0.125",
+    "pr:0.25",
+    "pr:0.125",
+    "inpaint",
+    "blur",
+)
+MEASUREMENT_SIGMA = 25.0  # σ of cs / pr / inpaint / blur, on the 0-255 scale (the paper's)
+INPAINT_RATIO = 0.5  # observed fraction for the extra inpainting row
 
 
 def make_operator(
@@ -47,3 +66,54 @@ def make_operator(
     if task == "sr":
         return SuperResolution(shape, factor, sigma)
     raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as written on the command line: ``denoise:15``, ``cs:0.25``, ``inpaint`` ...
+
+    ``sigma`` is on the 0-255 scale; ``ratio`` is m/n (cs, pr) or the observed
+    fraction (inpaint).
+    """
+
+    spec: str
+    task: str
+    sigma: float
+    ratio: float
+
+    @property
+    def family(self) -> str:
+        return self.task
+
+    def operator(self, shape: Sequence[int], seed: int) -> Operator:
+        return make_operator(
+            self.task, tuple(shape), sigma=self.sigma / 255, ratio=self.ratio, seed=seed
+        )
+
+
+def parse_task(spec: str) -> TaskSpec:
+    """``denoise:SIGMA``, ``cs:RATIO``, ``pr:RATIO``, ``inpaint[:RATIO]``, ``blur``."""
+    name, _, arg = spec.partition(":")
+    try:
+        value = float(arg) if arg else None
+    except ValueError:
+        raise ValueError(f"task {spec!r}: {arg!r} after ':' is not a number") from None
+    if name == "denoise":
+        if value is None or value <= 0:
+            raise ValueError(f"task {spec!r}: write denoise:SIGMA with SIGMA > 0 (0-255 scale)")
+        return TaskSpec(spec, name, value, 1.0)
+    if name in ("cs", "pr"):
+        if value is None or not 0 < value <= 1:
+            raise ValueError(f"task {spec!r}: write {name}:RATIO with 0 < RATIO <= 1 (m/n)")
+        return TaskSpec(spec, name, MEASUREMENT_SIGMA, value)
+    if name == "inpaint":
+        ratio = INPAINT_RATIO if value is None else value
+        if not 0 < ratio <= 1:
+            raise ValueError(f"task {spec!r}: the observed fraction must be in (0, 1]")
+        return TaskSpec(spec, name, MEASUREMENT_SIGMA, ratio)
+    if name == "blur" and value is None:
+        return TaskSpec(spec, name, MEASUREMENT_SIGMA, 1.0)
+    raise ValueError(
+        f"unknown task {spec!r}; expected one of denoise:SIGMA, cs:RATIO, pr:RATIO, "
+        "inpaint[:RATIO], blur (e.g. " + ", ".join(DEFAULT_TASKS) + ")"
+    )

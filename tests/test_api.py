@@ -11,7 +11,7 @@ from skimage import data
 
 import metadip
 from metadip import CompressiveSensing, Denoise, PhaseRetrieval, reconstruct
-from metadip.metrics import psnr
+from metadip.metrics import PsnrTrack, psnr
 from metadip.operators import LinearOperator
 from tests.conftest import tiny_init
 
@@ -289,3 +289,15 @@ def test_x_true_records_psnr_per_step():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="x_true contains NaN"):
         reconstruct(y, op, init=init, x_true=bad)
+
+
+def test_psnr_track_records_the_x_true_curve_at_its_steps():
+    x = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op = Denoise((1, 8, 8), 0.1)
+    y = op.measure(x, torch.Generator().manual_seed(2))
+    track = PsnrTrack(x, (1, 3, 9))
+    rec = reconstruct(y, op, init=tiny_init(1, steps=4), x_true=x, callback=track)
+    assert [s for s, _ in track.curve] == [1, 3]
+    for s, value in track.curve:
+        assert value == pytest.approx(rec.psnr[s - 1], rel=1e-9)
+    assert track.seconds > 0

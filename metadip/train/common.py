@@ -15,7 +15,7 @@ from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.inner import fit, prepare
 from metadip.losses import check_loss
-from metadip.metrics import psnr
+from metadip.metrics import PsnrTrack, psnr
 from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
 
 __all__ = [
@@ -64,16 +64,14 @@ def psnr_curve(init: MetaInit, tasks: list, points: list[int]) -> list[tuple[int
     depends on n, so each point is its own fit."""
     if init.ema > 0:
         return [(n, evaluate(init, tasks, n)) for n in points]
-    want, horizon = set(points), max(points)
+    horizon = max(points)
     sums = dict.fromkeys(points, 0.0)
     for x, op, y in tasks:
         params, hyper = _prepared(init, x, op, y, horizon)
-
-        def track(info, x=x) -> None:
-            if info.step + 1 in want:
-                sums[info.step + 1] += psnr(info.image()[0].clamp(0, 1), x)
-
+        track = PsnrTrack(x, points)
         fit(params, y[None], op, hyper, horizon, callback=track)
+        for n, value in track.curve:
+            sums[n] += value
     return [(n, sums[n] / len(tasks)) for n in points]
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from metadip.data import TRAIN_TASKS
 from metadip.losses import LOSSES as INNER_LOSSES
 from metadip.meta import LOSSES, MODES
 from metadip.networks import KINDS
+from metadip.tasks import TRAIN_TASKS
 
 try:
     import tomllib
