@@ -71,19 +71,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             panels.append(("noisy", view))
         panels.append((f"{task} {psnr(rec.image, x):.1f} dB", rec.image))
         if rec.std is not None:
-            shown, top = _std_view(rec.std)
+            shown, top = io.std_view(rec.std)
             panels.append((f"{task} std (0-{top:.3f})", shown))
     out = io.save_grid(args.out, panels)
     print(f"wrote {out}")
     return 0
-
-
-def _std_view(std: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """A std map for display: the channel mean scaled so its maximum is white; and that
-    maximum (on the image's 0-1 scale)."""
-    gray = std.mean(dim=0, keepdim=True)
-    top = float(gray.max())
-    return gray / top if top > 0 else gray, top
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -120,7 +112,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.std_out:
         # .npy / gray .tif keep the values; an 8-bit image is scaled so its maximum is white.
         raw = args.std_out.lower().endswith((".npy", ".tif", ".tiff"))
-        shown, top = (rec.std, 0.0) if raw else _std_view(rec.std)
+        shown, top = (rec.std, 0.0) if raw else io.std_view(rec.std)
         io.save_image(args.std_out, shown)
         print(f"std map -> {args.std_out}" + ("" if raw else f" (white = {top:.4f})"))
     line = f"{args.task}: {rec.steps} steps in {rec.seconds:.2f} s -> {args.out}"

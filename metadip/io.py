@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["bundled_patch", "load_array", "load_image", "save_grid", "save_image"]
+__all__ = ["bundled_patch", "load_array", "load_image", "save_grid", "save_image", "std_view"]
 
 BUNDLED = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 # Where a default 128×128 patch lands on something with texture (the face, for astronaut).
@@ -88,6 +88,14 @@ def save_image(path: str | Path, x: Tensor) -> Path:
     else:
         raise ValueError(f"unsupported output format {suffix!r}: use .png, .tif, .jpg or .npy")
     return path
+
+
+def std_view(std: Tensor) -> tuple[Tensor, float]:
+    """A ``(C, H, W)`` std map for display: the ``(1, H, W)`` channel mean scaled so that
+    its maximum is white; and that maximum (on the image's 0-1 scale)."""
+    gray = std.detach().cpu().float().mean(dim=0, keepdim=True)
+    top = float(gray.max())
+    return gray / top if top > 0 else gray, top
 
 
 def save_grid(path: str | Path, panels: list[tuple[str, Tensor]], pad: int = 4) -> Path:

@@ -13,6 +13,7 @@ from PIL import Image
 from metadip import evaluate, io
 from metadip.cli import main
 from metadip.init import MetaInit
+from metadip.metrics import psnr
 
 GRID = {"strength": (15.0, 40.0), "rho": (0.5,), "iters": (2, 4)}
 
@@ -85,6 +86,36 @@ def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
     assert "--educated-init" in rows[("cs:0.5", "educated")]["reason"]
     dec = rows[("denoise:25", "decoder")]
     assert dec["status"] == "ok" and dec["steps"] == 1000 and dec["init"] == "decoder"
+
+
+def test_samples_give_the_posterior_mean_and_a_std_panel(images, tiny_init, tmp_path):
+    single = _cfg(images, tmp_path, tiny_init, tasks=["denoise:25"], methods=["metadip"], patches=1)
+    (one,) = evaluate.run_eval(single, log=lambda _: None)
+    with Image.open(tmp_path / "grid_denoise_25.png") as im:
+        width_one = im.size[0]
+    posterior = _cfg(
+        images,
+        tmp_path,
+        tiny_init,
+        tasks=["denoise:25"],
+        methods=["metadip"],
+        patches=1,
+        samples=3,
+    )
+    # The same folder: cells with another number of chains are other cells.
+    (row,) = evaluate.run_eval(posterior, log=lambda _: None)
+    assert one["samples"] == 1 and "std_white" not in one
+    assert row["status"] == "ok" and row["samples"] == 3 and row["std_white"] > 0
+    folder = tmp_path / "images" / "denoise_25"
+    mean, truth = (io.load_image(folder / f"val00_{k}.png") for k in ("metadip_k3", "truth"))
+    assert row["psnr"] == pytest.approx(psnr(mean, truth), abs=0.05)
+    assert io.load_image(folder / "val00_metadip_k3_std.png").max() == pytest.approx(1, abs=1e-2)
+    with Image.open(tmp_path / "grid_denoise_25.png") as im:
+        assert im.size[0] > width_one  # the std panel
+    assert "posterior mean of 3 Langevin chains" in (tmp_path / "table.md").read_text()
+    assert len(evaluate.read_rows(tmp_path / "results.jsonl")) == 2
+    with pytest.raises(ValueError, match="samples"):
+        evaluate.run_eval(_cfg(images, tmp_path, tiny_init, samples=0), log=lambda _: None)
 
 
 def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path, monkeypatch):

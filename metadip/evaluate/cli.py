@@ -61,6 +61,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--steps", type=int, default=None, help="metadip / metasiren / educated steps (default 50)"
     )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=d.samples,
+        help="K > 1: DIP-type methods return the posterior mean of K Langevin chains, and "
+        "the grids show each one's per-pixel std (default 1)",
+    )
     p.add_argument("--device", default=d.device)
     p.add_argument("--seed", type=int, default=d.seed, help="patch sampling seed")
     p.add_argument("--tune-patches", type=int, default=d.tune_patches)
@@ -98,6 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         siren_init=args.siren_init,
         educated_init=args.educated_init,
         steps=args.steps or 50,
+        samples=args.samples,
         device=args.device,
         seed=args.seed,
         tune_patches=args.tune_patches,

@@ -64,6 +64,7 @@ class EvalConfig:
     siren_init: str | None = None
     educated_init: str | None = None
     steps: int = 50
+    samples: int = 1
     device: str = "cpu"
     seed: int = 0
     tune_patches: int = 1
@@ -82,6 +83,7 @@ class Outcome:
     steps: int
     curve: list[tuple[int, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    std: Tensor | None = None  # per-pixel std over chains (DIP-type methods, samples > 1)
 
 
 class Runner:
@@ -141,16 +143,26 @@ class Runner:
             return Outcome(x, 0.0, 2)
         track = PsnrTrack(x.float(), (*CURVE_STEPS, steps))
         rec = reconstruct(
-            y, op, init=init, steps=steps, seed=seed, device=self.cfg.device, callback=track
+            y,
+            op,
+            init=init,
+            steps=steps,
+            seed=seed,
+            device=self.cfg.device,
+            callback=track,
+            samples=self.cfg.samples,
         )
         curve = track.curve
         image = torch.as_tensor(rec.image).detach().cpu().float().clamp(0, 1)
-        # The curve shows f_θ(z); for vanilla DIP the returned image is the EMA average,
-        # so the last point is replaced by what is actually returned.
+        # The curve shows f_θ(z) (of the first chain with samples > 1); the returned image
+        # is the EMA average for vanilla DIP, the posterior mean with samples > 1, so the
+        # last point is replaced by what is actually returned.
         if curve and curve[-1][0] == steps:
             curve[-1] = (steps, psnr(image, x))
         extra = {"init": rec.init, "restored": len(rec.restored)}
-        return Outcome(image, max(rec.seconds - track.seconds, 0.0), rec.steps, curve, extra)
+        seconds = max(rec.seconds - track.seconds, 0.0)
+        std = None if rec.std is None else torch.as_tensor(rec.std).detach().cpu().float()
+        return Outcome(image, seconds, rec.steps, curve, extra, std)
 
     def _dip(self, spec, x, op, y, seed, *, steps: int, warmup: bool = False) -> Outcome:
         return self._fit(x, op, y, seed, "random", steps, warmup)

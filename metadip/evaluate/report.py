@@ -16,7 +16,7 @@ from metadip.evaluate.methods import METHODS, EvalConfig
 from metadip.metrics import psnr
 from metadip.tasks import parse_task
 
-__all__ = ["COLORS", "plot_convergence", "slug", "write_grid", "write_table"]
+__all__ = ["COLORS", "image_stem", "plot_convergence", "slug", "write_grid", "write_table"]
 
 COLORS = {
     "metadip": (214, 39, 40),
@@ -78,6 +78,11 @@ def write_table(rows: list[dict[str, Any]], path: str | Path, cfg: EvalConfig) -
         f"Device: {'; '.join(devices) or 'n/a'}.",
         "",
     ]
+    if cfg.samples > 1:
+        lines[-1:-1] = [
+            f"DIP-type methods: posterior mean of {cfg.samples} Langevin chains "
+            "(`--samples`); their std maps are in the grids."
+        ]
     errors: dict[str, str] = {}
     methods = [m for m in METHODS if m in cfg.methods]
     for title, family in SECTIONS:
@@ -146,9 +151,17 @@ def plot_convergence(rows: list[dict[str, Any]], path: str | Path) -> Path | Non
     return plots.plot_panels(path, panels, COLORS)
 
 
-def write_grid(rows: list[dict[str, Any]], out: Path, spec: str, patch: str) -> Path | None:
+def image_stem(patch: str, method: str, samples: int) -> str:
+    """The file stem of a method's image on a patch (``_k<K>`` for posterior runs)."""
+    return f"{patch}_{method}" + (f"_k{samples}" if samples > 1 else "")
+
+
+def write_grid(
+    rows: list[dict[str, Any]], out: Path, spec: str, patch: str, samples: int = 1
+) -> Path | None:
     """``OUT/grid_<task>.png``: ground truth, the input view, then every method that
-    finished on ``patch`` with its PSNR."""
+    finished on ``patch`` with its PSNR, each followed by its std map when it ran
+    ``samples`` > 1 chains (white = the ``std_white`` of its row)."""
     folder = out / "images" / slug(spec)
     truth, view = folder / f"{patch}_truth.png", folder / f"{patch}_input.png"
     if not truth.is_file():
@@ -159,7 +172,12 @@ def write_grid(rows: list[dict[str, Any]], out: Path, spec: str, patch: str) -> 
         v = io.load_image(view)
         panels.append((f"input {psnr(v, x):.1f} dB", v))
     for r in rows:
-        f = folder / f"{patch}_{r['method']}.png"
-        if r["task"] == spec and r["patch"] == patch and r.get("status") == "ok" and f.is_file():
+        if r["task"] != spec or r["patch"] != patch or r.get("status") != "ok":
+            continue
+        stem = folder / image_stem(patch, r["method"], samples)
+        f, std = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + "_std.png")
+        if f.is_file():
             panels.append((f"{r['method']} {r['psnr']:.1f} dB", io.load_image(f)))
+        if std.is_file() and "std_white" in r:
+            panels.append((f"std (0-{r['std_white']:.3f})", io.load_image(std)))
     return io.save_grid(out / f"grid_{slug(spec)}.png", panels)

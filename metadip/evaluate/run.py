@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from metadip import io
 from metadip.evaluate.methods import METHODS, EvalConfig, NotApplicable, Runner
 from metadip.evaluate.problems import cell_seed, input_view, load_patches
-from metadip.evaluate.report import plot_convergence, slug, write_grid, write_table
+from metadip.evaluate.report import image_stem, plot_convergence, slug, write_grid, write_table
 from metadip.metrics import psnr, ssim
 from metadip.operators import Operator
+from metadip.posterior import check_samples
 from metadip.tasks import parse_task
 
 __all__ = ["cell_key", "read_rows", "run_eval"]
@@ -46,8 +47,14 @@ def _device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def cell_key(row: dict[str, Any]) -> tuple[str, str, str, int]:
-    return (row["patch"], row["task"], row["method"], int(row["size"]))
+def cell_key(row: dict[str, Any]) -> tuple[str, str, str, int, int]:
+    """(patch, task, method, size, samples): what makes a cell."""
+    return (row["patch"], row["task"], row["method"], int(row["size"]), row_samples(row))
+
+
+def row_samples(row: dict[str, Any]) -> int:
+    """The chains per fit of a row (rows written before ``--samples`` existed: 1)."""
+    return int(row.get("samples", 1))
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -72,6 +79,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
     """Runs every unfinished cell, appends it to ``OUT/results.jsonl``, then writes the
     table and plots from all rows. Returns the rows of this configuration."""
     specs = [parse_task(t) for t in cfg.tasks]
+    check_samples(cfg.samples)
     for m in cfg.methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
@@ -88,7 +96,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
         for spec in specs
         for name, _ in patches
         for method in cfg.methods
-        if (name, spec.spec, method, cfg.size) not in done and not cfg.report_only
+        if (name, spec.spec, method, cfg.size, cfg.samples) not in done and not cfg.report_only
     ]
     if len(todo) < len(specs) * len(patches) * len(cfg.methods):
         skipped = len(specs) * len(patches) * len(cfg.methods) - len(todo)
@@ -114,6 +122,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
             "task": spec.spec,
             "method": method,
             "size": cfg.size,
+            "samples": cfg.samples,
             "images": str(cfg.images),
             "seed": seed,
             "psnr_input": psnr(input_view(op, y), x),
@@ -132,7 +141,12 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
             log(f"{method} failed on {spec.spec} {name}: {type(e).__name__}: {e}")
         else:
             img = res.image.detach().cpu().float().clamp(0, 1)
-            io.save_image(out / "images" / slug(spec.spec) / f"{name}_{method}.png", img)
+            stem = out / "images" / slug(spec.spec) / image_stem(name, method, cfg.samples)
+            io.save_image(stem.with_name(stem.name + ".png"), img)
+            if res.std is not None:
+                shown, top = io.std_view(res.std)
+                io.save_image(stem.with_name(stem.name + "_std.png"), shown)
+                row["std_white"] = top
             row.update(
                 status="ok",
                 psnr=psnr(img, x),
@@ -148,11 +162,14 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
     rows = [
         r
         for r in read_rows(results)
-        if r["task"] in cfg.tasks and r["method"] in cfg.methods and r["size"] == cfg.size
+        if r["task"] in cfg.tasks
+        and r["method"] in cfg.methods
+        and r["size"] == cfg.size
+        and row_samples(r) == cfg.samples
     ]
     write_table(rows, out / "table.md", cfg)
     plot_convergence(rows, out / "convergence.png")
     for spec in specs:
-        write_grid(rows, out, spec.spec, patches[0][0])
+        write_grid(rows, out, spec.spec, patches[0][0], cfg.samples)
     log(f"wrote {out / 'table.md'}, {out / 'convergence.png'} and grid_*.png in {out}")
     return rows
