@@ -23,6 +23,7 @@ from torch import Tensor
 
 from metadip.losses import LOSSES
 from metadip.networks import NetConfig, build_network
+from metadip.rules import RULES as UPDATE_RULES
 
 __all__ = ["DEFAULT_INIT_NAME", "TASK_DEFAULTS", "MetaInit", "default_init_path", "load_init"]
 
@@ -31,7 +32,7 @@ DEFAULT_INIT_NAME = "default.safetensors"
 # Shipped inits made for one kind of problem (an operator's ``task``), in metadip/weights;
 # every other task uses DEFAULT_INIT_NAME.
 TASK_DEFAULTS: dict[str, str] = {"denoise": "denoise.safetensors"}
-RULES = ("sgd", "adam")
+RULES = tuple(UPDATE_RULES)  # the update rules an init may store
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
 VANILLA = {"lr": 0.01, "jitter": 1.0 / 30.0, "ema": 0.99, "steps": 1000}

@@ -40,6 +40,7 @@ from metadip.networks import (
     noise_input,
 )
 from metadip.posterior import chain_generators, draw, langevin_step
+from metadip.rules import get_rule
 
 __all__ = [
     "FitResult",
@@ -151,11 +152,9 @@ def data_loss(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
 
 
 def init_state(params: Params, hyper: Hyper) -> State:
-    """Zero optimizer state for ``hyper.rule``."""
-    state: State = {"m": {k: torch.zeros_like(v) for k, v in params.items()}, "ema": None}
-    if hyper.rule == "adam":
-        state["v"] = {k: torch.zeros_like(v) for k, v in params.items()}
-    return state
+    """Zero optimizer state for ``hyper.rule``: its slots ``{slot: {name: tensor}}`` and
+    the running image average ``"ema"`` (None until the first step)."""
+    return {**get_rule(hyper.rule).init(params), "ema": None}
 
 
 def step(
@@ -165,8 +164,7 @@ def step(
     of each image ``(B,)`` at the *incoming* params (detached; the data fit, also when
     the gradient is SURE's, whose value is near zero and noisy).
 
-    sgd:  m ← μ m + g;  θ ← θ − lr[t] m.
-    adam: m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr[t] m̂ / (√v̂ + ε).
+    The update is ``hyper.rule``'s transform (``metadip.rules``) at the rates ``lr[t]``.
     Chains add ``hyper.prior · θ`` to g and Langevin noise to θ (``metadip.posterior``).
     """
     names = list(params)
@@ -198,12 +196,9 @@ def step(
 
     row = min(t, hyper.lr.shape[0] - 1)
     lrs = hyper.lr[row]
+    rule = get_rule(hyper.rule)
     new_params: Params = {}
-    new_state: State = {"m": {}, "ema": state.get("ema")}
-    if hyper.rule == "adam":
-        b1, b2 = hyper.betas
-        new_state["v"] = {}
-        c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+    new_state: State = {**{slot: {} for slot in rule.slots}, "ema": state.get("ema")}
     for i, (k, p, g) in enumerate(zip(names, leaves, grads, strict=True)):
         if not hyper.create_graph:
             p = p.detach()
@@ -212,19 +207,14 @@ def step(
         lr = lrs[i] * _per_item(hyper.lr_scale, p, hyper.groups)
         if hyper.prior > 0:
             g = g + hyper.prior * p
-        if hyper.rule == "sgd":
-            m = hyper.momentum * state["m"][k] + g
-            new_params[k] = p - lr * m
-        else:
-            m = b1 * state["m"][k] + (1 - b1) * g
-            v = b2 * state["v"][k] + (1 - b2) * g * g
-            new_state["v"][k] = v
-            new_params[k] = p - lr * (m / c1) / (torch.sqrt(v / c2) + hyper.adam_eps)
+        slots = {slot: state[slot][k] for slot in rule.slots}
+        new_params[k], slots = rule.update(p, g, slots, lr, t, hyper)
         if hyper.langevin > 0 and hyper.generators:
             new_params[k] = langevin_step(
                 new_params[k], p, hyper.langevin, hyper.generators, hyper.groups
             )
-        new_state["m"][k] = m
+        for slot, value in slots.items():
+            new_state[slot][k] = value
     if hyper.ema > 0:
         # Debiased like Adam's moments, so early steps do not dominate short fits.
         xo = x if hyper.create_graph else x.detach()
@@ -453,7 +443,7 @@ def run_loop(
     last = y.new_full((b,), math.inf)
     scale = y.new_ones(b)
     hyper = replace(hyper, lr_scale=scale)
-    backtrack = BACKTRACK_FACTOR if hyper.rule == "adam" else math.inf
+    backtrack = BACKTRACK_FACTOR if get_rule(hyper.rule).backtrack else math.inf
     loss_rows: list[Tensor] = []
     bad_rows: list[Tensor] = []
     psnr_rows: list[Tensor] = []

@@ -205,19 +205,22 @@ def _outer(image: Tensor, x: Tensor, loss: str) -> Tensor:
     return diff.pow(2).mean() if loss == "l2" else diff.abs().mean()
 
 
+def _slots(state: State) -> list[str]:
+    """The rule's slot names in ``state`` (everything but the running image average)."""
+    return [slot for slot in state if slot != "ema"]
+
+
 def _state_tensors(state: State) -> list[Tensor]:
-    """The optimizer-state tensors that carry over between steps (m, and v for Adam)."""
-    out = list(state["m"].values())
-    if "v" in state:
-        out += list(state["v"].values())
-    return out
+    """The optimizer-state tensors that carry over between steps, slot by slot."""
+    return [v for slot in _slots(state) for v in state[slot].values()]
 
 
 def _state_from(names: list[str], tensors: list[Tensor], template: State) -> State:
+    """The inverse of ``_state_tensors`` for a state shaped like ``template``."""
     n = len(names)
-    state: State = {"m": dict(zip(names, tensors[:n], strict=True)), "ema": None}
-    if "v" in template:
-        state["v"] = dict(zip(names, tensors[n:], strict=True))
+    state: State = {"ema": None}
+    for i, slot in enumerate(_slots(template)):
+        state[slot] = dict(zip(names, tensors[i * n : (i + 1) * n], strict=True))
     return state
 
 

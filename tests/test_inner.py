@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from metadip.inner import fit, init_state, output, prepare, step
 from metadip.operators import CompressiveSensing, Denoise, LinearOperator
+from metadip.rules import get_rule
 from tests.conftest import smooth_image, tiny_init
 
 F64 = torch.float64
@@ -142,3 +144,26 @@ def test_colour_init_fits_gray_images_through_the_channel_mean():
     gray = output(params, hyper)
     assert gray.shape == (1, 1, 16, 16)
     torch.testing.assert_close(gray, output(params, colour).mean(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_update_rules_match_torch_optim_in_float64(rule):
+    """The rule transforms against torch.optim on the same gradient sequence."""
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(5, 3, generator=gen, dtype=torch.float64) for _ in range(6)]
+    hyper = SimpleNamespace(momentum=0.8, betas=(0.9, 0.99), adam_eps=1e-8)
+    transform = get_rule(rule)
+    p, slots = p0.clone(), {k: v["w"] for k, v in transform.init({"w": p0}).items()}
+    ref = p0.clone().requires_grad_()
+    if rule == "sgd":
+        opt = torch.optim.SGD([ref], lr=0.1, momentum=0.8, dampening=0)
+    else:
+        opt = torch.optim.Adam([ref], lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    for t, g in enumerate(grads):
+        p, slots = transform.update(p, g, slots, 0.1, t, hyper)
+        ref.grad = g.clone()
+        opt.step()
+        torch.testing.assert_close(p, ref.detach(), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown update rule 'lbfgs'; choose from sgd, adam"):
+        get_rule("lbfgs")

@@ -10,6 +10,7 @@ from typing import Any
 from metadip.losses import LOSSES as INNER_LOSSES
 from metadip.meta import LOSSES, MODES
 from metadip.networks import KINDS
+from metadip.rules import RULES as UPDATE_RULES
 from metadip.tasks import TRAIN_TASKS
 
 try:
@@ -23,7 +24,7 @@ __all__ = ["METHODS", "TrainConfig"]
 # "educated": pretrain an image-input network on simulated pairs, fine-tuned per
 # measurement at reconstruction time (Educated DIP).
 METHODS = ("maml", "educated")
-RULES = ("sgd", "adam")
+RULES = tuple(UPDATE_RULES)
 # Per method: the inner (fine-tune) rule and its learning rate when not given.
 METHOD_DEFAULTS = {
     "maml": {"rule": "sgd", "inner_lr": 1.0},
