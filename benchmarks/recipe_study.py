@@ -60,7 +60,8 @@ from metadip.data import load_images
 from metadip.evaluate import cell_seed, parse_task
 from metadip.guide import guide_input
 from metadip.init import MetaInit, load_init
-from metadip.inner import StepInfo, output, prepare
+from metadip.inner import output, prepare
+from metadip.loop import StepInfo
 from metadip.metrics import PsnrTrack, psnr
 from metadip.stopping import WindowedVariance, default_window
 

@@ -18,7 +18,8 @@ from metadip import graphs
 from metadip.arrays import as_tensor, check_truth, check_y
 from metadip.guide import check_guide_operator, guide_input
 from metadip.init import MetaInit, default_init_path, load_init
-from metadip.inner import FitResult, StepInfo, fit, prepare
+from metadip.inner import prepare
+from metadip.loop import FitResult, StepInfo, fit
 from metadip.losses import check_loss
 from metadip.operators import Operator, Stacked, as_operator
 from metadip.posterior import (

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import FitResult, _result, finish, prepare, run_loop, with_guide
+from metadip.inner import prepare, with_guide
+from metadip.loop import FitResult, finish, result, run_loop
 from metadip.operators import Operator
 
 __all__ = ["CapturedFit", "cached_fit", "clear_cache", "why_not"]
@@ -99,7 +100,7 @@ class CapturedFit:
             hyper = with_guide(hyper, self.op, self.y)
         trace = run_loop(self.params, self.y, self.op, hyper, self.steps, x_true=self.x)
         with torch.no_grad():
-            image = _result(trace.params, trace.state, trace.hyper)
+            image = result(trace.params, trace.state, trace.hyper)
         return trace, image
 
     def run(self, y: Tensor, seed: int = 0, x_true: Tensor | None = None) -> FitResult:

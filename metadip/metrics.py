@@ -41,7 +41,7 @@ def ssim(x: Any, ref: Any, data_range: float = 1.0) -> float:
 
 
 class PsnrTrack:
-    """A fitting callback (``reconstruct(..., callback=)``, ``inner.fit``) that records
+    """A fitting callback (``reconstruct(..., callback=)``, ``loop.fit``) that records
     ``psnr(clamp(image, 0, 1), x)`` after each of the 1-based ``steps``, for the first
     image of the batch: ``curve`` is ``[(step, dB), ...]`` and ``seconds`` the time spent
     rendering and scoring (to subtract from a timed fit)."""

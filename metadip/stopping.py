@@ -99,7 +99,7 @@ def watching(watcher: WindowedVariance, callback: Any) -> Callable[[Any], bool]:
 
 
 def stopped_result(res: Any, watcher: WindowedVariance) -> tuple[Any, list[int]]:
-    """A fit's result (``metadip.inner.FitResult``) with each problem's image at its
+    """A fit's result (``metadip.loop.FitResult``) with each problem's image at its
     detected step, and those steps; a problem whose window never filled keeps its final
     image and the last step."""
     run = len(res.losses[0]) if res.losses else 0

@@ -15,7 +15,8 @@ from metadip.api import reconstruct
 from metadip.cli import main
 from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import _apply, _net_input, fit, output, prepare
+from metadip.inner import _apply, _net_input, output, prepare
+from metadip.loop import fit
 from metadip.losses import sure_term
 from metadip.networks import NetConfig, build_network
 from metadip.operators import CompressiveSensing, Denoise, Inpainting, PhaseRetrieval, Stacked

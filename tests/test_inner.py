@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from metadip.inner import fit, init_state, output, prepare, step
+from metadip.inner import init_state, output, prepare, step
+from metadip.loop import fit
 from metadip.operators import CompressiveSensing, Denoise, LinearOperator
 from metadip.rules import get_rule
 from tests.conftest import smooth_image, tiny_init

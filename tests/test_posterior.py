@@ -11,7 +11,8 @@ import torch
 import metadip.api
 from metadip.api import reconstruct
 from metadip.guide import guide_input
-from metadip.inner import fit, prepare
+from metadip.inner import prepare
+from metadip.loop import fit
 from metadip.operators import CompressiveSensing, Denoise
 from metadip.posterior import (
     LANGEVIN_SCALE,

@@ -13,7 +13,8 @@ import torch
 from metadip.data import PatchSampler, TaskSampler, load_images
 from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import fit, prepare
+from metadip.inner import prepare
+from metadip.loop import fit
 from metadip.losses import check_loss
 from metadip.metrics import PsnrTrack, psnr
 from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
