@@ -21,7 +21,7 @@ from metadip.init import MetaInit, default_init_path, load_init
 from metadip.inner import prepare
 from metadip.loop import FitResult, StepInfo, fit
 from metadip.losses import check_loss
-from metadip.operators import Operator, Stacked, as_operator
+from metadip.operators import Operator, Stacked, as_operator, moved
 from metadip.posterior import (
     LANGEVIN_SCALE,
     PRIOR_DECAY,
@@ -180,7 +180,7 @@ def reconstruct(
             "the host every step, which a graph cannot"
         )
     use_graph = False if auto or samples > 1 else _use_graph(graph, dev, callback)
-    op_dev = op.to(device=dev, dtype=dtype)
+    op_dev = moved(op, dev, dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
     meta = meta.to(device=dev, dtype=dtype)
     if meta.config.guided:

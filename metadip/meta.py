@@ -49,6 +49,7 @@ from torch import Tensor
 
 from metadip.init import MetaInit
 from metadip.inner import Hyper, Params, State, init_state, output, prepare, step
+from metadip.operators import moved
 
 __all__ = [
     "HYPER_NAMES",
@@ -195,7 +196,7 @@ def _check_tasks(tasks: Sequence[Task], init: MetaInit) -> list[tuple[Tensor, An
                 "(the operator's out_shape) or (1, *out_shape)"
             )
         dev, dt = init.device, init.dtype
-        out.append((x.to(dev, dt), op.to(device=dev, dtype=dt), y.to(dev, dt)))
+        out.append((x.to(dev, dt), moved(op, dev, dt), y.to(dev, dt)))
     return out
 
 

@@ -1,23 +1,26 @@
-"""Forward models ``y = M(x, e)``.
+"""Forward models ``y = M(x, e)``, as ``torch.nn.Module``s (deepinv's Physics shape).
 
 Images are ``(C, H, W)`` or batched ``(B, C, H, W)`` float tensors in [0, 1].
 Every operator has explicit ``in_shape`` / ``out_shape`` (without batch), a
-noise level ``sigma`` on the [0, 1] scale, ``forward(x)`` (noise-free) and
-``measure(x, generator=None)`` (with noise); linear ones also have
-``adjoint(y)``. Shapes that do not match are errors, never broadcasts. Random
-operators are fully determined by (shape, ratio, seed, dtype, device), so they
-can be rebuilt instead of stored.
+noise level ``sigma`` on the [0, 1] scale, ``A(x)`` = ``forward(x)`` = ``op(x)``
+(noise-free) and ``measure(x, generator=None)`` (with noise); linear ones also have
+``A_adjoint(y)`` = ``adjoint(y)``, and ``A_dagger(y)`` where a pseudo-inverse is
+cheap. Matrices, masks and kernels are buffers, so ``op.to(device, dtype)`` moves
+them (in place, as for any module; ``moved`` makes a moved copy). Shapes that do not
+match are errors, never broadcasts. Random operators are fully determined by
+(shape, ratio, seed, dtype, device), so they can be rebuilt instead of stored.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from metadip import dispatch, functional
 
@@ -33,6 +36,7 @@ __all__ = [
     "Stacked",
     "SuperResolution",
     "as_operator",
+    "moved",
 ]
 
 Shape = tuple[int, ...]
@@ -64,7 +68,7 @@ def _check_sigma(sigma: float) -> float:
     return float(sigma)
 
 
-class Operator:
+class Operator(nn.Module):
     """Base class: a forward model with explicit shapes and a Gaussian noise model.
 
     ``task`` names the kind of problem (``"denoise"``, ``"cs"``, ``"pr"``, ...; ``"custom"``
@@ -75,6 +79,7 @@ class Operator:
     task: str = "custom"
 
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], sigma: float = 0.0):
+        super().__init__()
         self.in_shape: Shape = tuple(int(s) for s in in_shape)
         self.out_shape: Shape = tuple(int(s) for s in out_shape)
         self.sigma = _check_sigma(sigma)
@@ -114,17 +119,32 @@ class Operator:
             return y
         return y + self.sigma * _randn_like(y, generator)
 
-    __call__ = forward
+    # deepinv's names, so an operator can go where a deepinv Physics is expected.
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        """``forward(x)``."""
+        return self.forward(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        """``adjoint(y)``."""
+        return self.adjoint(y)
+
+    def A_dagger(self, y: Tensor) -> Tensor:  # noqa: N802
+        """The pseudo-inverse ``A⁺ y``: ``(*, *out_shape) -> (*, *in_shape)``, for the
+        operators where it is cheap (``Denoise``, ``Inpainting``, ``SuperResolution``)."""
+        yb, single = self._split(y, self.out_shape, "y")
+        x = self._dagger(yb)
+        return x[0] if single else x
+
+    def _dagger(self, y: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no cheap pseudo-inverse; use adjoint(y) or a solver"
+        )
 
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def _adjoint(self, y: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Operator:
-        """A copy with its tensors moved (no-op for operators without tensors)."""
-        return self
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -152,6 +172,9 @@ class Denoise(Operator):
         return x
 
     def _adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    def _dagger(self, y: Tensor) -> Tensor:
         return y
 
 
@@ -188,29 +211,40 @@ class _MatrixOperator(Operator):
         self.seed = int(seed)
         self.channelwise = bool(channelwise)
         self.storage = storage
-        self.dtype = dtype
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
         c, h, w = shape
         self.n = h * w if self.channelwise else c * h * w
         self.m = max(1, round(self.ratio * self.n))
         out = (c, self.m) if self.channelwise else (self.m,)
         super().__init__(shape, out, sigma)
-        self._planes = self._draw() if storage == "dense" else None
+        # An empty buffer that carries dtype and device through .to() (seeded storage
+        # has no other tensor).
+        self.register_buffer("_anchor", torch.empty(0, dtype=dtype, device=device))
+        names = self.PLANES if storage == "dense" else ()
+        for name, plane in zip(names, self._draw(dtype), strict=False):
+            self.register_buffer(name, plane.to(device))
 
-    def _draw(self) -> tuple[Tensor, ...]:
+    PLANES: tuple[str, ...] = ()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._anchor.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    def _draw(self, dtype: torch.dtype) -> tuple[Tensor, ...]:
         g = _generator(self.seed)
         if not self.complex:
-            a = torch.randn(self.m, self.n, generator=g, dtype=self.dtype) / math.sqrt(self.m)
-            return (a.to(self.device),)
+            return (torch.randn(self.m, self.n, generator=g, dtype=dtype) / math.sqrt(self.m),)
         scale = 1.0 / math.sqrt(2 * self.m)
-        planes = [torch.randn(self.m, self.n, generator=g, dtype=self.dtype) for _ in range(2)]
-        return tuple((p * scale).to(self.device) for p in planes)
+        return tuple(torch.randn(self.m, self.n, generator=g, dtype=dtype) * scale for _ in "ri")
 
     def planes(self) -> tuple[Tensor, ...]:
         """A as real planes ``(m, n)``: ``(A,)`` or ``(a_real, a_imag)``; materialized
         (O(mn) memory) in seeded storage."""
-        if self._planes is not None:
-            return self._planes
+        if self.storage == "dense":
+            return tuple(getattr(self, name) for name in self.PLANES)
         a = dispatch.seeded_gaussian(
             self.seed, self.m, self.n, complex=self.complex, dtype=self.dtype, device=self.device
         )
@@ -222,37 +256,24 @@ class _MatrixOperator(Operator):
     def _unflat_y(self, y: Tensor, batch: int) -> Tensor:
         return y.reshape(batch, *self.out_shape)
 
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> _MatrixOperator:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.dtype = dtype or self.dtype
-        new.device = torch.device(device) if device is not None else self.device
-        if self._planes is not None:
-            new._planes = tuple(p.to(device=device, dtype=dtype) for p in self._planes)
-        return new
-
 
 class CompressiveSensing(_MatrixOperator):
     """Compressive sensing ``y = A x + sigma e``, A with i.i.d. N(0, 1/m) entries.
 
     See ``_MatrixOperator`` for ``m``, ``channelwise`` and ``storage``. Dense A is
-    ``op.A`` ``(m, n)``.
+    the buffer ``op.matrix`` ``(m, n)`` (``planes()[0]`` also in seeded storage).
     """
 
     task = "cs"
     linear = True
-
-    @property
-    def A(self) -> Tensor:  # noqa: N802
-        """The matrix ``(m, n)`` (materialized in seeded storage)."""
-        return self.planes()[0]
+    PLANES = ("matrix",)
 
     def _forward(self, x: Tensor) -> Tensor:
         flat = self._flat(x)
         if self.storage == "seeded":
             y = dispatch.seeded_measure(flat, self.seed, self.m, complex=False)
         else:
-            y = flat @ self.A.t()
+            y = flat @ self.matrix.t()
         return self._unflat_y(y, x.shape[0])
 
     def _adjoint(self, y: Tensor) -> Tensor:
@@ -260,7 +281,7 @@ class CompressiveSensing(_MatrixOperator):
         if self.storage == "seeded":
             x = dispatch.seeded_adjoint(flat, self.seed, self.n)
         else:
-            x = flat @ self.A
+            x = flat @ self.matrix
         return x.reshape(y.shape[0], *self.in_shape)
 
 
@@ -269,20 +290,13 @@ class PhaseRetrieval(_MatrixOperator):
 
     Real and imaginary parts of A are N(0, 1/(2m)), stored (dense) as planes
     ``a_real``, ``a_imag`` ``(m, n)``; the noise e is complex Gaussian with
-    ``E|e|^2 = sigma^2`` (each part N(0, sigma^2/2)). See ``_MatrixOperator`` for
-    ``m``, ``channelwise`` and ``storage``.
+    ``E|e|^2 = sigma^2`` (each part N(0, sigma^2/2)); in seeded storage ``planes()``
+    materializes them. See ``_MatrixOperator`` for ``m``, ``channelwise`` and ``storage``.
     """
 
     task = "pr"
     complex = True
-
-    @property
-    def a_real(self) -> Tensor:
-        return self.planes()[0]
-
-    @property
-    def a_imag(self) -> Tensor:
-        return self.planes()[1]
+    PLANES = ("a_real", "a_imag")
 
     def _forward(self, x: Tensor) -> Tensor:
         flat = self._flat(x)
@@ -348,7 +362,7 @@ class Inpainting(Operator):
                 raise ValueError(f"box {box} does not fit inside an image of {h}x{w}")
             mask = torch.ones(h, w, dtype=dtype)
             mask[top : top + bh, left : left + bw] = 0
-        self.mask = mask.to(device)
+        self.register_buffer("mask", mask.to(device))
 
     @classmethod
     def from_mask(cls, mask: Tensor, channels: int = 1, sigma: float = 0.0) -> Inpainting:
@@ -370,17 +384,14 @@ class Inpainting(Operator):
     def _adjoint(self, y: Tensor) -> Tensor:
         return y * self.mask
 
+    def _dagger(self, y: Tensor) -> Tensor:
+        return y * self.mask  # a 0/1 mask is its own pseudo-inverse
+
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``mask ⊙ (x + sigma e)``: unobserved pixels are exactly 0."""
         if self.sigma == 0:
             return self.forward(x)
         return self.forward(x + self.sigma * _randn_like(x, generator))
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Inpainting:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.mask = self.mask.to(device=device, dtype=dtype)
-        return new
 
 
 def _gaussian_kernel(size: int, std: float, dtype: torch.dtype) -> Tensor:
@@ -418,7 +429,7 @@ class Blur(Operator):
         self.kernel_size = int(kernel_size)
         self.kernel_sigma = float(kernel_sigma)
         k = _gaussian_kernel(self.kernel_size, self.kernel_sigma, dtype)
-        self.kernel = k.expand(shape[0], 1, *k.shape).contiguous().to(device)
+        self.register_buffer("kernel", k.expand(shape[0], 1, *k.shape).contiguous().to(device))
 
     def _forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.kernel, padding=self.kernel_size // 2, groups=self.in_shape[0])
@@ -427,12 +438,6 @@ class Blur(Operator):
         return F.conv_transpose2d(
             y, self.kernel, padding=self.kernel_size // 2, groups=self.in_shape[0]
         )
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Blur:
-        new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.kernel = self.kernel.to(device=device, dtype=dtype)
-        return new
 
 
 class SuperResolution(Operator):
@@ -461,24 +466,31 @@ class SuperResolution(Operator):
         f = self.factor
         return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1) / (f * f)
 
+    def _dagger(self, y: Tensor) -> Tensor:
+        # A Aᵀ = I / f², so A⁺ = Aᵀ (A Aᵀ)⁻¹ = f² Aᵀ: nearest-neighbour upsampling.
+        return self._adjoint(y) * self.factor**2
+
 
 class LinearOperator(Operator):
-    """A user-supplied linear forward model (build with the classmethods)."""
+    """A user-supplied forward model (build with the classmethods): batched callables,
+    or a dense matrix kept as the buffer ``matrix``."""
 
     linear = True
 
     def __init__(
         self,
-        forward: Callable[[Tensor], Tensor],
+        forward: Callable[[Tensor], Tensor] | None,
         adjoint: Callable[[Tensor], Tensor] | None,
         in_shape: Sequence[int],
         out_shape: Sequence[int],
         sigma: float = 0.0,
+        matrix: Tensor | None = None,
     ):
         super().__init__(in_shape, out_shape, sigma)
         self._fwd = forward
         self._adj = adjoint
-        self.linear = adjoint is not None
+        self.linear = adjoint is not None or matrix is not None
+        self.register_buffer("matrix", matrix)
 
     @classmethod
     def from_matrix(cls, A: Tensor, in_shape: Sequence[int], sigma: float = 0.0) -> LinearOperator:
@@ -489,15 +501,7 @@ class LinearOperator(Operator):
         n = math.prod(in_shape)
         if A.shape[1] != n:
             raise ValueError(f"A has {A.shape[1]} columns but in_shape {in_shape} has {n} entries")
-        op = cls(
-            lambda x: x.reshape(x.shape[0], n) @ op.A.t(),
-            lambda y: (y @ op.A).reshape(y.shape[0], *in_shape),
-            in_shape,
-            (A.shape[0],),
-            sigma,
-        )
-        op.A = A
-        return op
+        return cls(None, None, in_shape, (A.shape[0],), sigma, matrix=A)
 
     @classmethod
     def from_callables(
@@ -514,17 +518,14 @@ class LinearOperator(Operator):
         return cls(forward, adjoint, in_shape, out_shape, sigma)
 
     def _forward(self, x: Tensor) -> Tensor:
+        if self.matrix is not None:
+            return x.reshape(x.shape[0], -1) @ self.matrix.t()
         return self._checked(self._fwd(x), (x.shape[0], *self.out_shape), "forward")
 
     def _adjoint(self, y: Tensor) -> Tensor:
+        if self.matrix is not None:
+            return (y @ self.matrix).reshape(y.shape[0], *self.in_shape)
         return self._checked(self._adj(y), (y.shape[0], *self.in_shape), "adjoint")
-
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> LinearOperator:
-        if not hasattr(self, "A"):
-            return self
-        return LinearOperator.from_matrix(
-            self.A.to(device=device, dtype=dtype), self.in_shape, self.sigma
-        )
 
     def _checked(self, out: Tensor, shape: Shape, what: str) -> Tensor:
         if not isinstance(out, Tensor) or tuple(out.shape) != shape:
@@ -543,7 +544,8 @@ class PhysicsAdapter(Operator):
     def __init__(self, physics: Any, in_shape: Sequence[int], sigma: float | None = None):
         if not callable(getattr(physics, "A", None)):
             raise TypeError(f"expected an object with a callable .A(x), got {type(physics)}")
-        self.physics = physics
+        # Not a submodule: moving this adapter must not move the caller's object.
+        object.__setattr__(self, "physics", physics)
         self.linear = callable(getattr(physics, "A_adjoint", None))
         in_shape = tuple(int(s) for s in in_shape)
         if sigma is None:
@@ -580,10 +582,10 @@ class Stacked(Operator):
                     f"operator {i} maps {o.in_shape} -> {o.out_shape} but operator 0 maps "
                     f"{first.in_shape} -> {first.out_shape}; stacked operators must agree"
                 )
-        self.ops = ops
         self.linear = all(o.linear for o in ops)
         self.task = first.task if all(o.task == first.task for o in ops) else "custom"
         super().__init__(first.in_shape, first.out_shape, max(o.sigma for o in ops))
+        self.ops = nn.ModuleList(ops)
 
     def _items(self, t: Tensor, what: str) -> None:
         if t.shape[0] != len(self.ops):
@@ -607,11 +609,33 @@ class Stacked(Operator):
         y = torch.cat([o.measure(xb[i : i + 1], generator) for i, o in enumerate(self.ops)])
         return y[0] if single else y
 
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> Stacked:
-        return Stacked([o.to(device=device, dtype=dtype) for o in self.ops])
-
     def __repr__(self) -> str:
         return f"Stacked({len(self.ops)} x {self.ops[0]!r})"
+
+
+def _clone(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` that shares its tensors but not its tensor tables, so that
+    moving the copy leaves the original where it is."""
+    new = copy.copy(module)
+    new._parameters = dict(module._parameters)
+    new._buffers = dict(module._buffers)
+    new._modules = {k: None if m is None else _clone(m) for k, m in module._modules.items()}
+    return new
+
+
+def moved(op: Operator, device: Any = None, dtype: torch.dtype | None = None) -> Operator:
+    """``op`` on ``device`` / ``dtype`` without touching the caller's operator: ``op``
+    itself when its tensors are there already, else a moved copy (``op.to`` moves in
+    place, as for any module)."""
+    target = torch.device(device) if device is not None else None
+    tensors = list(op.buffers()) + list(op.parameters())
+    if all(
+        (target is None or t.device == target)
+        and (dtype is None or not t.is_floating_point() or t.dtype == dtype)
+        for t in tensors
+    ):
+        return op
+    return _clone(op).to(device=device, dtype=dtype)
 
 
 def as_operator(op: Any, in_shape: Sequence[int] | None = None) -> Operator:

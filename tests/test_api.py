@@ -210,9 +210,9 @@ def test_seeded_operators_reconstruct_like_their_dense_twin(cls):
 
     seeded = cls((1, 8, 8), 0.5, seed=2, dtype=torch.float64, storage="seeded")
     if cls is CompressiveSensing:
-        dense = metadip.LinearOperator.from_matrix(seeded.A, seeded.in_shape)
+        dense = metadip.LinearOperator.from_matrix(seeded.planes()[0], seeded.in_shape)
     else:
-        planes = (seeded.a_real, seeded.a_imag)
+        planes = seeded.planes()
         dense = metadip.LinearOperator.from_callables(
             lambda x: complex_measure_ref(x.reshape(x.shape[0], -1), *planes),
             None,

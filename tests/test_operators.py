@@ -15,8 +15,10 @@ from metadip.operators import (
     LinearOperator,
     PhaseRetrieval,
     PhysicsAdapter,
+    Stacked,
     SuperResolution,
     as_operator,
+    moved,
 )
 
 F64 = torch.float64
@@ -79,8 +81,7 @@ def test_seeded_rebuild_is_identical(cls):
     x = torch.rand(1, 16, 16)
     assert torch.equal(a.forward(x), b.forward(x))
     assert not torch.equal(a.forward(x), c.forward(x))
-    mats = (lambda o: [o.A]) if cls is CompressiveSensing else (lambda o: [o.a_real, o.a_imag])
-    for ma, mb in zip(mats(a), mats(b), strict=True):
+    for ma, mb in zip(a.planes(), b.planes(), strict=True):
         assert torch.equal(ma, mb)
 
 
@@ -92,7 +93,7 @@ def test_seeded_inpainting_rebuild():
 
 def test_matrix_entry_statistics():
     op = CompressiveSensing((1, 32, 32), 0.25, seed=0, dtype=F64)
-    assert abs(float(op.A.var()) * op.m - 1) < 0.02
+    assert abs(float(op.matrix.var()) * op.m - 1) < 0.02
     pr = PhaseRetrieval((1, 32, 32), 0.25, seed=0, dtype=F64)
     assert abs(float(pr.a_real.var() + pr.a_imag.var()) * pr.m - 1) < 0.02
 
@@ -209,8 +210,53 @@ def test_plain_callable_becomes_an_operator():
 
 def test_to_moves_and_casts():
     op = CompressiveSensing((1, 4, 4), 0.5, seed=0).to(dtype=F64)
-    assert op.A.dtype == F64
+    assert op.matrix.dtype == F64 and op.dtype == F64
     assert op.forward(torch.rand(1, 4, 4, dtype=F64)).dtype == F64
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CompressiveSensing((2, 4, 4), 0.5, sigma=0.1, seed=0),
+        lambda: PhaseRetrieval((1, 4, 4), 0.5, seed=1),
+        lambda: Inpainting((3, 5, 4), ratio=0.5, seed=2),
+        lambda: Blur((1, 9, 9), kernel_size=3, kernel_sigma=1.0),
+        lambda: LinearOperator.from_matrix(torch.randn(5, 12), (3, 2, 2)),
+        lambda: Stacked([Inpainting((1, 4, 4), ratio=r, seed=3) for r in (0.3, 0.6)]),
+    ],
+)
+def test_operators_are_modules_whose_tensors_are_buffers(make):
+    op = make()
+    assert isinstance(op, torch.nn.Module) and not list(op.parameters())
+    names = {n for n, _ in op.named_buffers()}
+    assert names and all(b.dtype == torch.float32 for b in op.buffers())
+    x = torch.rand(op.ops.__len__() if isinstance(op, Stacked) else 2, *op.in_shape)
+    expected = op(x).double()
+    # moved() leaves the caller's operator alone; .to() moves in place, as modules do.
+    copy = moved(op, dtype=F64)
+    assert copy is not op and all(b.dtype == F64 for b in copy.buffers())
+    assert all(b.dtype == torch.float32 for b in op.buffers())
+    torch.testing.assert_close(copy(x.double()), expected, rtol=1e-5, atol=1e-6)
+    assert moved(op, dtype=torch.float32) is op
+    assert op.to(dtype=F64) is op and all(b.dtype == F64 for b in op.buffers())
+    assert {n for n, _ in op.state_dict().items()} == names
+
+
+def test_deepinv_names_and_pseudo_inverses():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 6, 6, generator=g, dtype=F64)
+    inp = Inpainting((3, 6, 6), ratio=0.5, seed=1).to(dtype=F64)
+    for op in (Denoise((3, 6, 6), 0.1), inp, SuperResolution((3, 6, 6), 3), Blur((3, 6, 6))):
+        op = op.to(dtype=F64)
+        torch.testing.assert_close(op.A(x), op.forward(x))
+        torch.testing.assert_close(op.A_adjoint(op.A(x)), op.adjoint(op.A(x)))
+    for op in (Denoise((3, 6, 6), 0.1), inp, SuperResolution((3, 6, 6), 3)):
+        y = op.A(x)
+        # The Moore-Penrose conditions A A⁺ A = A and A⁺ A A⁺ = A⁺, on x and on y.
+        torch.testing.assert_close(op.A(op.A_dagger(y)), y)
+        torch.testing.assert_close(op.A_dagger(op.A(op.A_dagger(y))), op.A_dagger(y))
+    with pytest.raises(NotImplementedError, match="Blur has no cheap pseudo-inverse"):
+        Blur((3, 6, 6)).A_dagger(torch.rand(3, 6, 6))
 
 
 @pytest.mark.parametrize("channelwise", [False, True])
@@ -218,13 +264,13 @@ def test_seeded_cs_is_adjoint_and_matches_its_materialized_matrix(channelwise):
     op = CompressiveSensing(
         (2, 6, 7), 0.3, seed=9, channelwise=channelwise, dtype=F64, storage="seeded"
     )
-    assert op._planes is None  # nothing O(mn) is kept
+    assert not hasattr(op, "matrix") and [n for n, _ in op.named_buffers()] == ["_anchor"]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, *op.in_shape, dtype=F64, generator=g)
     y = torch.randn(3, *op.out_shape, dtype=F64, generator=g)
     lhs, rhs = (op.forward(x) * y).sum(), (x * op.adjoint(y)).sum()
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
-    a = op.A
+    (a,) = op.planes()  # materialized on request
     assert a.shape == (op.m, op.n)
     torch.testing.assert_close(op.forward(x).reshape(-1, op.m), x.reshape(-1, op.n) @ a.t())
     again = CompressiveSensing(
@@ -239,12 +285,13 @@ def test_seeded_phase_retrieval_matches_its_materialized_matrix():
 
     op = PhaseRetrieval((1, 9, 8), 0.5, seed=4, dtype=F64, storage="seeded")
     x = torch.rand(2, *op.in_shape, dtype=F64)
-    expected = complex_measure_ref(x.reshape(2, -1), op.a_real, op.a_imag)
+    expected = complex_measure_ref(x.reshape(2, -1), *op.planes())
     torch.testing.assert_close(op.forward(x), expected)
     y = op.measure(x, torch.Generator().manual_seed(0))
     assert y.shape == (2, *op.out_shape) and (y >= 0).all()
-    moved = op.to(dtype=torch.float32)
-    assert moved.storage == "seeded" and moved.forward(x.float()).dtype == torch.float32
+    single = moved(op, dtype=torch.float32)
+    assert single.storage == "seeded" and single.forward(x.float()).dtype == torch.float32
+    assert op.dtype == F64
 
 
 def test_unknown_storage_is_an_error():

@@ -17,6 +17,7 @@ from metadip.inner import prepare
 from metadip.loop import fit
 from metadip.losses import check_loss
 from metadip.metrics import PsnrTrack, psnr
+from metadip.operators import moved
 from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
 
 __all__ = [
@@ -82,7 +83,7 @@ def val_tasks(cfg: TrainConfig, val_images: dict, dtype: torch.dtype, device: An
     sampler = PatchSampler(val_images, cfg.validation_patch, augment=False)
     patches = sampler.sample(cfg.val_patches, g).to(dtype)
     tasks = TaskSampler(cfg.tasks, tuple(cfg.sigma), tuple(cfg.ratio)).sample(patches, g)
-    return [(x.to(device), op.to(device=device), y.to(device)) for x, op, y in tasks]
+    return [(x.to(device), moved(op, device), y.to(device)) for x, op, y in tasks]
 
 
 # -- checkpoints and logs -------------------------------------------------------------------

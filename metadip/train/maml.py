@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from metadip.init import MetaInit
 from metadip.meta import HYPER_NAMES, meta_gradient
+from metadip.operators import moved
 from metadip.plots import plot_curves
 from metadip.train.common import TrainResult, evaluate, log_points, psnr_curve, start_session
 from metadip.train.config import TrainConfig
@@ -168,7 +169,7 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
                 group["lr"] = cfg.outer_lr_at(s)
             patches = sampler.sample(cfg.meta_batch, gen).to(dtype)
             batch = task_sampler.sample(patches, gen)
-            batch = [(x.to(device), op.to(device=device), y.to(device)) for x, op, y in batch]
+            batch = [(x.to(device), moved(op, device), y.to(device)) for x, op, y in batch]
             loss, grads = meta_gradient(
                 init, batch, cfg.steps, cfg.mode, segment, cfg.loss, cfg.frozen
             )
