@@ -127,6 +127,14 @@ def load_images(
     source: str | Path = "auto", channels: int = 3, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Train and validation images ``name -> (channels, H, W)`` uint8, split by file."""
+    images = read_images(source, channels)
+    train, val = split_files(list(images), val_fraction, seed)
+    return {n: images[n] for n in train}, {n: images[n] for n in val}
+
+
+def read_images(source: str | Path = "auto", channels: int = 3) -> dict[str, np.ndarray]:
+    """Every image of ``source`` (see ``resolve_source``), ``name -> (channels, H, W)``
+    uint8, without any split."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     src = resolve_source(source)
@@ -136,9 +144,7 @@ def load_images(
         arrays = {n: getattr(skimage.data, n)() for n in SKIMAGE_PHOTOS}
     else:
         arrays = {p.name: _read(p) for p in list_images(src)}
-    train, val = split_files(list(arrays), val_fraction, seed)
-    conv = {n: _to_channels(a, channels) for n, a in arrays.items()}
-    return {n: conv[n] for n in train}, {n: conv[n] for n in val}
+    return {n: _to_channels(a, channels) for n, a in arrays.items()}
 
 
 @dataclass

@@ -39,6 +39,7 @@ def _cfg(images, out, tiny_init, **kw):
         tasks=["denoise:25", "cs:0.5"],
         methods=["metadip", "admm-bm3d", "metasiren"],
         images=str(images),
+        split="val",
         patches=2,
         size=32,
         out=str(out),
@@ -116,6 +117,43 @@ def test_samples_give_the_posterior_mean_and_a_std_panel(images, tiny_init, tmp_
     assert len(evaluate.read_rows(tmp_path / "results.jsonl")) == 2
     with pytest.raises(ValueError, match="samples"):
         evaluate.run_eval(_cfg(images, tmp_path, tiny_init, samples=0), log=lambda _: None)
+
+
+def test_a_users_folder_is_evaluated_whole_one_image_included(tmp_path, tiny_init):
+    folder = tmp_path / "mine"
+    io.save_image(folder / "only.png", io.bundled_patch("coffee", 40))
+    cfg = evaluate.EvalConfig(
+        tasks=["denoise:25"],
+        methods=["metadip"],
+        images=str(folder),
+        size=32,
+        out=str(tmp_path / "ev"),
+        init=str(tiny_init),
+        steps=2,
+        progress=False,
+    )
+    assert (
+        cfg.resolved_split == "all"
+        and evaluate.EvalConfig(images="natural").resolved_split == "val"
+    )
+    (row,) = evaluate.run_eval(cfg, log=lambda _: None)
+    assert row["patch"] == "only" and row["status"] == "ok"
+    truth = io.load_image(tmp_path / "ev" / "images" / "denoise_25" / "only_truth.png")
+    torch.testing.assert_close(
+        truth, io.bundled_patch("coffee", 40)[:, 4:36, 4:36], atol=1 / 255, rtol=0
+    )
+    assert "1 image(s) of" in (tmp_path / "ev" / "table.md").read_text()
+    # The project's split is an explicit option, and needs two files.
+    with pytest.raises(ValueError, match="at least 2 images"):
+        evaluate.load_patches(folder, 1, 32, split="val")
+    with pytest.raises(ValueError, match="only.png is 40x40, smaller than --size 64"):
+        evaluate.load_patches(folder, None, 64, split="all")
+    io.save_image(folder / "second.png", io.bundled_patch("rocket", 48))
+    assert [n for n, _ in evaluate.load_patches(folder, None, 32, split="all")] == [
+        "only",
+        "second",
+    ]
+    assert [n for n, _ in evaluate.load_patches(folder, 1, 32, split="all")] == ["only"]
 
 
 def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from metadip.evaluate.methods import METHODS, EvalConfig
+from metadip.evaluate.problems import SPLITS
 from metadip.evaluate.run import run_eval
 from metadip.tasks import DEFAULT_TASKS
 
@@ -45,11 +46,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--images",
         default=d.images,
-        help="image folder (validation files are held out as in training), 'natural' "
-        "(../shared/data/natural-train) or 'skimage' (default)",
+        help="your image folder (every image, centre-cropped to --size), 'natural' "
+        "(../shared/data/natural-train) or 'skimage' (default; these two: validation crops)",
     )
-    p.add_argument("--patches", type=int, default=d.patches, help="validation patches")
-    p.add_argument("--size", type=int, default=d.size, help="patch size (pixels)")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="val: seeded crops of the held-out files, as in training (default for "
+        "'natural' / 'skimage'); train: of the training files; all: every image of the "
+        "folder (default for any other folder)",
+    )
+    p.add_argument(
+        "--patches",
+        type=int,
+        default=None,
+        help="crops for val / train (default 6); with all, the first N images (default: all)",
+    )
+    p.add_argument("--size", type=int, default=d.size, help="patch / crop size (pixels)")
     p.add_argument("--out", default=d.out, help="output folder (results.jsonl, table.md, plots)")
     p.add_argument("--init", default=d.init, help="metadip: 'default' or an init file")
     p.add_argument("--siren-init", default=None, help="metasiren: a SIREN init file")
@@ -92,12 +106,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.patches < 1 or args.size < 8:
+    if (args.patches is not None and args.patches < 1) or args.size < 8:
         raise ValueError(f"need --patches >= 1 and --size >= 8, got {args.patches}, {args.size}")
     cfg = EvalConfig(
         tasks=args.eval_tasks,
         methods=args.methods,
         images=args.images,
+        split=args.split,
         patches=args.patches,
         size=args.size,
         out=args.out,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from metadip import baselines, io
-from metadip.evaluate.problems import cell_seed, load_patches
+from metadip.evaluate.problems import cell_seed, default_split, load_patches
 from metadip.metrics import PsnrTrack, psnr
 from metadip.operators import Operator
 from metadip.tasks import DEFAULT_TASKS, TaskSpec
@@ -54,10 +54,16 @@ class NotApplicable(Exception):
 class EvalConfig:
     """Everything ``run_eval`` needs (the CLI flags have the same names)."""
 
+    @property
+    def resolved_split(self) -> str:
+        return self.split or default_split(self.images)
+
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     methods: list[str] = field(default_factory=lambda: ["dip50", "bm3d", "admm-bm3d"])
     images: str = "skimage"
-    patches: int = 6
+    # None: "val" for the project's image sets, "all" for a user's folder (default_split)
+    split: str | None = None
+    patches: int | None = None  # None: 6 crops ("val" / "train"), every image ("all")
     size: int = 128
     out: str = "eval-out"
     init: str = "default"
@@ -231,8 +237,10 @@ class Runner:
         if key not in self.tuned:
             den = self.denoiser()
             problems = []
+            # A user's folder is all evaluated: tune on the project's training images.
+            source = "auto" if self.cfg.resolved_split == "all" else self.cfg.images
             for name, xt in load_patches(
-                self.cfg.images, self.cfg.tune_patches, self.cfg.tune_size, self.cfg.seed, "train"
+                source, self.cfg.tune_patches, self.cfg.tune_size, self.cfg.seed, "train"
             ):
                 s = cell_seed(name, spec.spec)
                 opt = spec.operator(xt.shape, s)

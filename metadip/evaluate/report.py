@@ -72,8 +72,12 @@ def write_table(rows: list[dict[str, Any]], path: str | Path, cfg: EvalConfig) -
     lines = [
         "# metadip eval",
         "",
-        f"{n_patches} validation patch(es) of {cfg.size}×{cfg.size} from `{cfg.images}`; "
-        "PSNR in dB (mean over patches), time in seconds (mean, warm, reconstruction only). "
+        (
+            f"{n_patches} validation patch(es) of {cfg.size}×{cfg.size} from `{cfg.images}`; "
+            if cfg.resolved_split == "val"
+            else f"{n_patches} image(s) of `{cfg.images}`, centre crops of {cfg.size}×{cfg.size}; "
+        )
+        + "PSNR in dB (mean over patches), time in seconds (mean, warm, reconstruction only). "
         "A count in brackets means fewer patches finished for that cell.",
         f"Device: {'; '.join(devices) or 'n/a'}.",
         "",

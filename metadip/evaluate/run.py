@@ -87,7 +87,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     done = {cell_key(r) for r in read_rows(results) if r.get("status") in FINISHED}
-    patches = load_patches(cfg.images, cfg.patches, cfg.size, cfg.seed)
+    patches = load_patches(cfg.images, cfg.patches, cfg.size, cfg.seed, cfg.resolved_split)
     runner = Runner(cfg)
     versions = _versions()
     device = _device_name(cfg.device)
