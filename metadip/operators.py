@@ -538,7 +538,11 @@ class PhysicsAdapter(Operator):
     """Wraps an object with ``.A(x)`` and optionally ``.A_adjoint(y)`` (e.g. a deepinv Physics).
 
     ``in_shape`` must be given (such objects do not declare it); ``out_shape`` is
-    found by applying ``A`` once to zeros. ``A`` takes and returns batched tensors.
+    found by applying ``A`` once to zeros on the physics' own device and dtype (those of
+    its first floating tensor when it is a module; else CPU float32). ``A`` takes and
+    returns batched tensors. A physics that is a ``torch.nn.Module`` moves with the
+    adapter: in place with ``adapter.to(...)``, as a deep copy with ``moved(...)``
+    (which ``reconstruct`` uses, so your physics stays where it is).
     """
 
     def __init__(self, physics: Any, in_shape: Sequence[int], sigma: float | None = None):
@@ -550,9 +554,17 @@ class PhysicsAdapter(Operator):
         in_shape = tuple(int(s) for s in in_shape)
         if sigma is None:
             sigma = float(getattr(getattr(physics, "noise_model", None), "sigma", 0.0) or 0.0)
+        tensors = [t for t in _module_tensors(physics) if t.is_floating_point()]
+        like = tensors[0] if tensors else torch.empty(0)
         with torch.no_grad():
-            probe = physics.A(torch.zeros(1, *in_shape))
+            probe = physics.A(like.new_zeros(1, *in_shape))
         super().__init__(in_shape, tuple(probe.shape[1:]), sigma)
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> PhysicsAdapter:  # type: ignore[override]
+        # nn.Module.to / .double / .cuda all come here: move the wrapped physics too.
+        if isinstance(self.physics, nn.Module):
+            self.physics._apply(fn)
+        return super()._apply(fn, recurse)
 
     def _forward(self, x: Tensor) -> Tensor:
         return self.physics.A(x)
@@ -613,13 +625,23 @@ class Stacked(Operator):
         return f"Stacked({len(self.ops)} x {self.ops[0]!r})"
 
 
+def _module_tensors(obj: Any) -> list[Tensor]:
+    """The parameters and buffers of ``obj`` when it is a module (else none)."""
+    if not isinstance(obj, nn.Module):
+        return []
+    return list(obj.parameters()) + list(obj.buffers())
+
+
 def _clone(module: nn.Module) -> nn.Module:
     """A copy of ``module`` that shares its tensors but not its tensor tables, so that
-    moving the copy leaves the original where it is."""
+    moving the copy leaves the original where it is (a wrapped physics module is deep
+    copied: its tables are not ours to split)."""
     new = copy.copy(module)
     new._parameters = dict(module._parameters)
     new._buffers = dict(module._buffers)
     new._modules = {k: None if m is None else _clone(m) for k, m in module._modules.items()}
+    if isinstance(module, PhysicsAdapter) and isinstance(module.physics, nn.Module):
+        object.__setattr__(new, "physics", copy.deepcopy(module.physics))
     return new
 
 
@@ -628,7 +650,9 @@ def moved(op: Operator, device: Any = None, dtype: torch.dtype | None = None) ->
     itself when its tensors are there already, else a moved copy (``op.to`` moves in
     place, as for any module)."""
     target = torch.device(device) if device is not None else None
-    tensors = list(op.buffers()) + list(op.parameters())
+    tensors = _module_tensors(op)
+    if isinstance(op, PhysicsAdapter):
+        tensors += _module_tensors(op.physics)
     if all(
         (target is None or t.device == target)
         and (dtype is None or not t.is_floating_point() or t.dtype == dtype)

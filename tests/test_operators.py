@@ -194,6 +194,34 @@ def test_physics_adapter():
     assert torch.allclose((op.forward(x) * y).sum(), (x * op.adjoint(y)).sum())
 
 
+class _ModulePhysics(torch.nn.Module):
+    """A deepinv-like Physics that is a module with a buffer (a row mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("rows", torch.tensor([1.0, 0.0, 2.0], dtype=F64))
+
+    def A(self, x):  # noqa: N802
+        return x * self.rows.view(-1, 1)
+
+    def A_adjoint(self, y):  # noqa: N802
+        return y * self.rows.view(-1, 1)
+
+
+def test_physics_module_is_probed_on_its_dtype_and_moves_with_the_adapter():
+    physics = _ModulePhysics()
+    op = as_operator(physics, in_shape=(1, 3, 2))
+    assert op.out_shape == (1, 3, 2)  # the float64 probe went through the float64 buffer
+    x = torch.rand(1, 3, 2)
+    copy = moved(op, dtype=torch.float32)
+    assert copy.physics is not physics and copy.physics.rows.dtype == torch.float32
+    assert physics.rows.dtype == F64  # the caller's physics is untouched
+    torch.testing.assert_close(copy(x), x * torch.tensor([1.0, 0.0, 2.0]).view(-1, 1))
+    assert moved(op, dtype=F64) is op
+    op.to(dtype=torch.float32)  # in place, as modules move
+    assert physics.rows.dtype == torch.float32
+
+
 def test_as_operator_errors():
     with pytest.raises(ValueError, match="in_shape"):
         as_operator(_Physics())
