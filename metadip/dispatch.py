@@ -62,12 +62,11 @@ class BackendUnavailable(RuntimeError):
 
 
 def _device_type(device: torch.device | str | None) -> str:
+    """``"cpu"``, ``"cuda"`` or any other torch device type (``"mps"``, ``"xpu"`` ...):
+    those run the torch reference ops, the kernels being CPU / CUDA code."""
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = torch.device(device).type
-    if kind not in _ORDER:
-        raise ValueError(f"metadip kernels support cpu and cuda devices, got {device}")
-    return kind
+    return torch.device(device).type
 
 
 def _interpret() -> bool:
@@ -221,6 +220,8 @@ def _probe(backend: str, device: str, interpret: bool) -> str:
     del interpret  # part of the cache key only: triton decides CPU support from it
     if backend == "torch":
         return ""
+    if device not in _ORDER:
+        return f"the {backend} kernels run on cpu and cuda only, not on {device}"
     if device == "cuda" and not torch.cuda.is_available():
         return "no CUDA device is available"
     if backend == "cpp":
@@ -275,7 +276,7 @@ def backend_for(op: str, device: torch.device | str | None, backend: str | None 
         if why:
             raise BackendUnavailable(f"backend {forced!r} requested for {op} on {kind}: {why}")
         return forced
-    for name in _ORDER[kind]:
+    for name in _ORDER.get(kind, ()):
         if not _probe(name, kind, _interpret()):
             return name
     return "torch"

@@ -129,3 +129,14 @@ def test_seeded_measure_is_the_materialized_operator_on_the_torch_backend():
     ar, ai = dispatch.seeded_gaussian(8, 3, 6, dtype=torch.float64, backend="torch")
     y = dispatch.seeded_measure(x, 8, 3, backend="torch")
     assert torch.equal(y, reference.complex_measure_ref(x, ar, ai))
+
+
+def test_other_devices_fall_back_to_the_torch_reference():
+    # The meta device stands for any device without metadip kernels (mps, xpu ...).
+    for op in ("tv", "complex_measure", "fourier_features", "seeded_measure"):
+        assert dispatch.backend_for(op, "meta") == "torch"
+    x = torch.empty(2, 3, 8, 8, device="meta")
+    assert functional.tv(x).shape == (2,) and functional.tv(x).device.type == "meta"
+    assert dispatch.available("meta") == {"triton": False, "cpp": False, "torch": True}
+    with pytest.raises(dispatch.BackendUnavailable, match="run on cpu and cuda only, not on meta"):
+        dispatch.backend_for("tv", "meta", backend="cpp")
