@@ -43,6 +43,7 @@ from metadip.rules import get_rule
 
 __all__ = [
     "Hyper",
+    "advance",
     "Params",
     "State",
     "data_loss",
@@ -219,6 +220,17 @@ def step(
             hyper.ema * norm + (1 - hyper.ema),
         )
     return new_params, new_state, losses.detach()
+
+
+def advance(
+    params: Params, state: State, y: Tensor, op: Any, hyper: Hyper, start: int, stop: int
+) -> tuple[Params, State]:
+    """Steps ``start, ..., stop − 1`` of ``step`` with no restores: the plain recurrence
+    that meta-gradients differentiate (``loop.run_loop`` adds the per-problem restores,
+    callbacks and losses of a fit)."""
+    for t in range(start, stop):
+        params, state, _ = step(params, state, y, op, hyper, t)
+    return params, state
 
 
 def per_item(value: float | Tensor, like: Tensor, groups: int) -> float | Tensor:

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from metadip.init import MetaInit
-from metadip.inner import Hyper, Params, State, init_state, output, prepare, step
+from metadip.inner import Hyper, Params, State, advance, init_state, output, prepare, step
 from metadip.operators import moved
 
 __all__ = [
@@ -262,9 +262,7 @@ def _task_unrolled(
     x, op, y = task
     params, hyper = prepare(init, op.in_shape, steps=steps, create_graph=True)
     hyper.first_order = first
-    state = init_state(params, hyper)
-    for t in range(steps):
-        params, state, _ = step(params, state, y, op, hyper, t)
+    params, _ = advance(params, init_state(params, hyper), y, op, hyper, 0, steps)
     value = _outer(output(params, hyper), x, loss)
     names = list(leaves)
     gs = _grad([value], [leaves[n] for n in names])
@@ -294,10 +292,9 @@ def _task_checkpointed(
     state = init_state(params, fwd)
     saved: list[tuple[int, Params, State, Tensor | None]] = []
     with torch.no_grad():
-        for t in range(steps):
-            if t % segment == 0:
-                saved.append((t, params, state, gen.get_state() if gen is not None else None))
-            params, state, _ = step(params, state, y, op, fwd, t)
+        for t0 in range(0, steps, segment):
+            saved.append((t0, params, state, gen.get_state() if gen is not None else None))
+            params, state = advance(params, state, y, op, fwd, t0, min(t0 + segment, steps))
 
     # Adjoint of θ_T from the outer loss; the final forward also depends on B.
     with torch.enable_grad():
@@ -319,8 +316,7 @@ def _task_checkpointed(
             s_in = [s.detach().requires_grad_() for s in _state_tensors(s_saved)]
             p = dict(zip(names, p_in, strict=True))
             s = _state_from(names, s_in, s_saved)
-            for t in range(t0, t1):
-                p, s, _ = step(p, s, y, op, hyper, t)
+            p, s = advance(p, s, y, op, hyper, t0, t1)
             outs = [p[k] for k in names] + _state_tensors(s)
             gs = _grad(outs, p_in + s_in + hl.tensors, grad_outputs=adj_p + adj_s)
         n_p, n_s = len(p_in), len(s_in)
@@ -422,8 +418,6 @@ def outer_loss(init: MetaInit, tasks: Sequence[Task], steps: int, loss: str = "l
     with torch.no_grad():
         for x, op, y in batch:
             params, hyper = prepare(init, op.in_shape, steps=steps)
-            state = init_state(params, hyper)
-            for t in range(steps):
-                params, state, _ = step(params, state, y, op, hyper, t)
+            params, _ = advance(params, init_state(params, hyper), y, op, hyper, 0, steps)
             total += _outer(output(params, hyper), x, loss)
     return total / len(batch)
