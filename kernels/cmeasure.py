@@ -10,8 +10,9 @@ Philox4x32-10 draws keyed by the seed with counter (j, i, 0, 0), times ``scale``
 (csrc/common.h gives the exact recipe; the C++ and torch versions follow it).
 
 ``_fwd`` fuses both products with the magnitude epilogue; ``_bwd`` fuses the
-phase weights into the adjoint product. Their autograd wrappers make z = Ax and
-w -> Aᵀw each other's backward, so every order of derivative is available.
+phase weights into the adjoint product. Their autograd wrappers (``autograd.py``, with
+the formulas of ``metadip.autodiff``) make z = Ax and w -> Aᵀw each other's backward,
+so every order of derivative is available.
 """
 
 from __future__ import annotations
@@ -21,19 +22,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from metadip.reference import phase_weights
-
 from .launch import device_of, grid
 
-__all__ = [
-    "adjoint",
-    "adjoint_phase",
-    "complex_measure",
-    "linear",
-    "materialize",
-    "seeded_adjoint",
-    "seeded_measure",
-]
+__all__ = ["adjoint", "adjoint_phase", "linear", "materialize"]
 
 
 @triton.jit
@@ -363,89 +354,3 @@ def materialize(
             a[0], a[planes - 1], m, n, seed, float(scale), PLANES=planes, BLOCK_M=bm, BLOCK_N=bn
         )
     return a
-
-
-# ----------------------------------------------------------------------------- autograd
-
-
-class _Lin(torch.autograd.Function):
-    """z = A x; backward is _Adj (and vice versa), so all orders are available."""
-
-    @staticmethod
-    def forward(ctx, x, ar, ai, seed, m, cplx, scale):
-        ctx.args = (seed, m, cplx, scale)
-        ctx.n = x.shape[1]
-        ctx.save_for_backward(x, ar, ai)
-        return linear(x, ar, ai, seed, m, cplx, scale)[1]
-
-    @staticmethod
-    def backward(ctx, gz):
-        x, ar, ai = ctx.saved_tensors
-        seed, m, cplx, scale = ctx.args
-        gx = _Adj.apply(gz, ar, ai, seed, ctx.n, scale) if ctx.needs_input_grad[0] else None
-        gar = gz[0].t() @ x if ctx.needs_input_grad[1] else None
-        gai = gz[1].t() @ x if ctx.needs_input_grad[2] else None
-        return gx, gar, gai, None, None, None, None
-
-
-class _Adj(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w, ar, ai, seed, n, scale):
-        ctx.args = (seed, w.shape[2], w.shape[0] == 2, scale)
-        ctx.save_for_backward(w, ar, ai)
-        return adjoint(w, ar, ai, seed, n, scale)
-
-    @staticmethod
-    def backward(ctx, gg):
-        w, ar, ai = ctx.saved_tensors
-        seed, m, cplx, scale = ctx.args
-        gw = _Lin.apply(gg, ar, ai, seed, m, cplx, scale) if ctx.needs_input_grad[0] else None
-        gar = w[0].t() @ gg if ctx.needs_input_grad[1] else None
-        gai = w[1].t() @ gg if ctx.needs_input_grad[2] else None
-        return gw, gar, gai, None, None, None
-
-
-class _Meas(torch.autograd.Function):
-    """(|z|, z); first-order backward is the fused phase kernel, higher orders compose."""
-
-    @staticmethod
-    def forward(ctx, x, ar, ai, seed, m, scale):
-        y, z = linear(x, ar, ai, seed, m, True, scale, magnitude=True)
-        ctx.args = (seed, x.shape[1], scale)
-        ctx.save_for_backward(x, ar, ai, y, z)
-        ctx.set_materialize_grads(False)
-        return y, z
-
-    @staticmethod
-    def backward(ctx, g_y, g_z):
-        x, ar, ai, y, z = ctx.saved_tensors
-        seed, n, scale = ctx.args
-        if g_y is None and g_z is None:
-            return None, None, None, None, None, None
-        a_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        if g_z is None and not torch.is_grad_enabled() and not a_grad:
-            return adjoint_phase(g_y, z, ar, ai, seed, n, scale), None, None, None, None, None
-        w = phase_weights(g_y, y, z, g_z)
-        gx = _Adj.apply(w, ar, ai, seed, n, scale) if ctx.needs_input_grad[0] else None
-        gar = w[0].t() @ x if ctx.needs_input_grad[1] else None
-        gai = w[1].t() @ x if ctx.needs_input_grad[2] else None
-        return gx, gar, gai, None, None, None
-
-
-def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-    """``|A x|``: x ``(B, n)``, planes ``(m, n)`` -> ``(B, m)``; twice differentiable."""
-    return _Meas.apply(x, a_real, a_imag, 0, a_real.shape[0], 1.0)[0]
-
-
-def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
-    """``|A x|`` (complex) or ``A x`` (real) with A generated in-kernel from the seed."""
-    if cplx:
-        return _Meas.apply(x, None, None, seed, m, scale)[0]
-    return _Lin.apply(x, None, None, seed, m, False, scale)[0]
-
-
-def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
-    """``Aᵀ y`` for the real seeded A: ``(B, m)`` -> ``(B, n)``; twice differentiable."""
-    if y.dim() != 2:
-        raise ValueError(f"seeded_adjoint expects y of shape (B, m), got {tuple(y.shape)}")
-    return _Adj.apply(y[None], None, None, seed, n, scale)

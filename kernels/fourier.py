@@ -15,11 +15,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from metadip.reference import fourier_double_backward
-
 from .launch import device_of, grid
 
-__all__ = ["fourier_backward", "fourier_features", "fourier_forward"]
+__all__ = ["fourier_backward", "fourier_forward"]
 
 
 @triton.jit
@@ -109,35 +107,3 @@ def fourier_backward(g: Tensor, b: Tensor, height: int, width: int) -> Tensor:
             g, b, part, k, height, width, nt, BLOCK=blk
         )
     return part.sum(dim=1)
-
-
-class _Bwd(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g, b, height, width):
-        ctx.hw = (height, width)
-        ctx.save_for_backward(g, b)
-        return fourier_backward(g, b, height, width)
-
-    @staticmethod
-    def backward(ctx, gg):
-        g, b = ctx.saved_tensors
-        cot_g, cot_b = fourier_double_backward(gg, g, b, *ctx.hw)
-        return cot_g, cot_b, None, None
-
-
-class _Fourier(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, b, height, width):
-        ctx.hw = (height, width)
-        ctx.save_for_backward(b)
-        return fourier_forward(b, height, width)
-
-    @staticmethod
-    def backward(ctx, g):
-        (b,) = ctx.saved_tensors
-        return _Bwd.apply(g, b, *ctx.hw), None, None
-
-
-def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
-    """``[sin 2πb·p; cos 2πb·p]`` ``(2k, H, W)``; twice differentiable in b."""
-    return _Fourier.apply(b, height, width)

@@ -8,7 +8,8 @@ in direction w (differences ``eh``, ``ew``) is the same stencil applied to
 ``du = eh/s - dh·(dh·eh + dw·ew)/s³`` and ``dv = ew/s - dw·(dh·eh + dw·ew)/s³``.
 
 The forward pass writes the value (per-tile partial sums) and G in one sweep;
-backward scales the saved G; double backward runs the HVP kernel.
+backward scales the saved G; double backward runs the HVP kernel (the autograd
+wrappers are in ``autograd.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from .launch import device_of, grid
 
-__all__ = ["tv", "tv_forward", "tv_hvp"]
+__all__ = ["tv_forward", "tv_hvp"]
 
 
 @triton.jit
@@ -175,48 +176,3 @@ def tv_hvp(x: Tensor, v: Tensor, eps: float = 1e-6) -> Tensor:
     with device_of(x):
         _bwd[grid(nt, b * c, what="tv_hvp")](x, v, out, h, w, ntw, eps, BLOCK_H=bh, BLOCK_W=bw)
     return out
-
-
-class _Hvp(torch.autograd.Function):
-    """H(x)·v; differentiable in v (linear, H symmetric), not again in x."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, v: Tensor, eps: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.eps = eps
-        return tv_hvp(x, v, eps)
-
-    @staticmethod
-    def backward(ctx, gg: Tensor):
-        (x,) = ctx.saved_tensors
-        if ctx.needs_input_grad[0]:
-            raise NotImplementedError("third-order derivatives of tv are not implemented")
-        return None, _Hvp.apply(x, gg, ctx.eps), None
-
-
-class _TV(torch.autograd.Function):
-    """Returns (value, gradient); the gradient output makes double backward flow to the HVP."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-        val, grad = tv_forward(x, eps)
-        ctx.save_for_backward(x, grad)
-        ctx.eps = eps
-        ctx.set_materialize_grads(False)
-        return val, grad
-
-    @staticmethod
-    def backward(ctx, g_val: Tensor | None, g_grad: Tensor | None):
-        x, grad = ctx.saved_tensors
-        out = None
-        if g_val is not None:
-            out = g_val.view(-1, 1, 1, 1) * grad
-        if g_grad is not None:
-            h = _Hvp.apply(x, g_grad, ctx.eps)
-            out = h if out is None else out + h
-        return out, None
-
-
-def tv(x: Tensor, eps: float = 1e-6) -> Tensor:
-    """Smoothed isotropic TV per image, ``(B, C, H, W)`` -> ``(B,)``; twice differentiable."""
-    return _TV.apply(x, eps)[0]

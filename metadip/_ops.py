@@ -1,19 +1,10 @@
 """torch.library registration of the C++/CUDA extension (``metadip._C_cuda``, else ``_C``).
 
 Each primitive of ``_C`` becomes a ``metadip::<name>`` custom op with a fake
-(meta) implementation, so it composes with torch.compile and FakeTensor, and
-with an autograd formula written in terms of other custom ops or torch ops, so
-every public op is twice differentiable:
-
-* ``tv_fwd(x) -> (value, G)``: backward ``g·G + tv_hvp(x, g_G)``; G being an
-  output, double backward reaches the HVP through it.
-* ``cm_lin`` (z = A x) and ``cm_adj`` (Aᵀw) are each other's backward.
-* ``cm_meas(x) -> (|z|, z)``: backward ``cm_adj(g_z + g·z/|z|)``; the fused
-  ``cm_adj_phase`` is used when no graph is being built.
-* ``ff_fwd`` -> ``ff_bwd`` -> closed-form torch (``fourier_double_backward``).
-
-The pure-torch pieces of the formulas (``phase_weights``, ``fourier_double_backward``)
-live in ``metadip.reference``, shared with the Triton autograd wrappers.
+(meta) implementation, so it composes with torch.compile and FakeTensor, and with
+the autograd formulas of ``metadip.autodiff`` (written once, in terms of the custom
+ops themselves, and shared with the Triton backend), so every public op is twice
+differentiable.
 Importing this module never fails: without the extension nothing is registered
 and ``EXT_ERROR`` says why.
 """
@@ -21,7 +12,7 @@ and ``EXT_ERROR`` says why.
 import torch
 from torch import Tensor
 
-from metadip.reference import fourier_double_backward, phase_weights
+from metadip.autodiff import Primitives, register
 
 __all__ = ["EXT_ERROR", "HAS_EXT"]
 
@@ -60,41 +51,6 @@ if HAS_EXT:
     @tv_hvp.register_fake
     def _(x: Tensor, v: Tensor, eps: float) -> Tensor:
         return torch.empty_like(x)
-
-    def _tv_setup(ctx, inputs, output) -> None:
-        x, eps = inputs[0], inputs[1]
-        ctx.eps = eps
-        ctx.save_for_backward(x, output[1])
-        ctx.set_materialize_grads(False)
-
-    def _tv_backward(ctx, g_val: Tensor | None, g_grad: Tensor | None):
-        x, grad = ctx.saved_tensors
-        out = None
-        if g_val is not None:
-            if grad.numel() != x.numel():
-                # Forward skipped the gradient (no grad was expected, e.g. under a
-                # functorch transform that hides requires_grad): recompute it.
-                grad = tv_fwd(x, ctx.eps, True)[1]
-            out = g_val.view(-1, 1, 1, 1) * grad
-        if g_grad is not None:
-            h = tv_hvp(x, g_grad, ctx.eps)
-            out = h if out is None else out + h
-        return out, None, None
-
-    tv_fwd.register_autograd(_tv_backward, setup_context=_tv_setup)
-
-    def _hvp_setup(ctx, inputs, output) -> None:
-        x, _, eps = inputs
-        ctx.eps = eps
-        ctx.save_for_backward(x)
-
-    def _hvp_backward(ctx, gg: Tensor):
-        (x,) = ctx.saved_tensors
-        if ctx.needs_input_grad[0]:
-            raise NotImplementedError("third-order derivatives of tv are not implemented")
-        return None, tv_hvp(x, gg, ctx.eps), None
-
-    tv_hvp.register_autograd(_hvp_backward, setup_context=_hvp_setup)
 
     # --- measurements: ar is None in seeded mode (seed, m/n, scale then define A) ---
 
@@ -161,62 +117,6 @@ if HAS_EXT:
     def _(seed, m, n, cplx, scale, like):
         return like.new_empty(2 if cplx else 1, m, n)
 
-    def _n_of(ctx) -> int:
-        return ctx.n
-
-    def _lin_setup(ctx, inputs, output) -> None:
-        x, ar, ai, seed, m, cplx, scale = inputs
-        ctx.args = (seed, m, cplx, scale)
-        ctx.n = x.shape[1]
-        ctx.save_for_backward(x, ar, ai)
-
-    def _lin_backward(ctx, gz: Tensor):
-        x, ar, ai = ctx.saved_tensors
-        seed, m, cplx, scale = ctx.args
-        gx = cm_adj(gz, ar, ai, seed, ctx.n, scale) if ctx.needs_input_grad[0] else None
-        gar = gz[0].t() @ x if ctx.needs_input_grad[1] else None
-        gai = gz[1].t() @ x if ctx.needs_input_grad[2] else None
-        return gx, gar, gai, None, None, None, None
-
-    cm_lin.register_autograd(_lin_backward, setup_context=_lin_setup)
-
-    def _adj_setup(ctx, inputs, output) -> None:
-        w, ar, ai, seed, n, scale = inputs
-        ctx.args = (seed, w.shape[2], w.shape[0] == 2, scale)
-        ctx.save_for_backward(w, ar, ai)
-
-    def _adj_backward(ctx, gg: Tensor):
-        w, ar, ai = ctx.saved_tensors
-        seed, m, cplx, scale = ctx.args
-        gw = cm_lin(gg, ar, ai, seed, m, cplx, scale) if ctx.needs_input_grad[0] else None
-        gar = w[0].t() @ gg if ctx.needs_input_grad[1] else None
-        gai = w[1].t() @ gg if ctx.needs_input_grad[2] else None
-        return gw, gar, gai, None, None, None
-
-    cm_adj.register_autograd(_adj_backward, setup_context=_adj_setup)
-
-    def _meas_setup(ctx, inputs, output) -> None:
-        x, ar, ai, seed, m, scale = inputs
-        ctx.args = (seed, x.shape[1], scale)
-        ctx.save_for_backward(x, ar, ai, output[0], output[1])
-        ctx.set_materialize_grads(False)
-
-    def _meas_backward(ctx, g_y: Tensor | None, g_z: Tensor | None):
-        x, ar, ai, y, z = ctx.saved_tensors
-        seed, n, scale = ctx.args
-        a_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        if g_y is None and g_z is None:
-            return None, None, None, None, None, None
-        if g_z is None and not torch.is_grad_enabled() and not a_grad:
-            return cm_adj_phase(g_y, z, ar, ai, seed, n, scale), None, None, None, None, None
-        w = phase_weights(g_y, y, z, g_z)
-        gx = cm_adj(w, ar, ai, seed, n, scale) if ctx.needs_input_grad[0] else None
-        gar = w[0].t() @ x if ctx.needs_input_grad[1] else None
-        gai = w[1].t() @ x if ctx.needs_input_grad[2] else None
-        return gx, gar, gai, None, None, None
-
-    cm_meas.register_autograd(_meas_backward, setup_context=_meas_setup)
-
     # --- Fourier features ---
 
     @torch.library.custom_op("metadip::ff_fwd", mutates_args=())
@@ -237,25 +137,16 @@ if HAS_EXT:
     def _(g, b, height, width):
         return torch.empty_like(b)
 
-    def _ff_setup(ctx, inputs, output) -> None:
-        b, height, width = inputs
-        ctx.hw = (height, width)
-        ctx.save_for_backward(b)
-
-    def _ff_backward(ctx, g: Tensor):
-        (b,) = ctx.saved_tensors
-        return ff_bwd(g.contiguous(), b, *ctx.hw), None, None
-
-    ff_fwd.register_autograd(_ff_backward, setup_context=_ff_setup)
-
-    def _ffb_setup(ctx, inputs, output) -> None:
-        g, b, height, width = inputs
-        ctx.hw = (height, width)
-        ctx.save_for_backward(g, b)
-
-    def _ffb_backward(ctx, gg: Tensor):
-        g, b = ctx.saved_tensors
-        cot_g, cot_b = fourier_double_backward(gg, g, b, *ctx.hw)
-        return cot_g, cot_b, None, None
-
-    ff_bwd.register_autograd(_ffb_backward, setup_context=_ffb_setup)
+    # Every backward formula is metadip.autodiff's, shared with the Triton backend.
+    register(
+        Primitives(
+            tv_fwd=tv_fwd,
+            tv_hvp=tv_hvp,
+            cm_lin=cm_lin,
+            cm_adj=cm_adj,
+            cm_meas=cm_meas,
+            cm_adj_phase=cm_adj_phase,
+            ff_fwd=ff_fwd,
+            ff_bwd=ff_bwd,
+        )
+    )

@@ -152,7 +152,8 @@ class _Cpp:
 
 
 class _Triton:
-    """kernels/*.py (installed as metadip.kernels)."""
+    """kernels/*.py (installed as metadip.kernels): the differentiable ops of
+    ``kernels/autograd.py`` over the raw kernels, and ``materialize``."""
 
     @staticmethod
     def _mod(name: str) -> ModuleType:
@@ -165,24 +166,24 @@ class _Triton:
 
     @staticmethod
     def tv(x: Tensor, eps: float) -> Tensor:
-        return _Triton._mod("tv").tv(x, eps)
+        return _Triton._mod("autograd").tv_value(x, eps)
 
     @staticmethod
     def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
         check_measure_args(x, a_real, a_imag)
-        return _Triton._mod("cmeasure").complex_measure(x, a_real, a_imag)
+        return _Triton._mod("autograd").complex_measure(x, a_real, a_imag)
 
     @staticmethod
     def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
-        return _Triton._mod("fourier").fourier_features(b, height, width)
+        return _Triton._mod("autograd").fourier_features(b, height, width)
 
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
-        return _Triton._mod("cmeasure").seeded_measure(x, seed, m, cplx, scale)
+        return _Triton._mod("autograd").seeded_measure(x, seed, m, cplx, scale)
 
     @staticmethod
     def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
-        return _Triton._mod("cmeasure").seeded_adjoint(y, seed, n, scale)
+        return _Triton._mod("autograd").seeded_adjoint(y, seed, n, scale)
 
     @staticmethod
     def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
