@@ -32,6 +32,7 @@ FIELDS = (
     "name",
     "op",
     "backend",
+    "storage",
     "device",
     "device_name",
     "dtype",
@@ -65,6 +66,7 @@ def rows_of(report: dict, source: str) -> list[dict[str, str]]:
                 "name": b["name"],
                 "op": group.split("-")[0],
                 "backend": str(info.get("backend", "")),
+                "storage": str(info.get("storage", "")),
                 "device": str(info.get("device", "")),
                 "device_name": str(info.get("device_name", "")),
                 "dtype": str(info.get("dtype", "")),
@@ -111,30 +113,40 @@ def append(reports: list[Path], path: Path = HISTORY) -> int:
 
 
 def latest(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Per (group, backend, device), the row of the latest run, in first-seen order."""
-    best: dict[tuple[str, str, str], dict[str, str]] = {}
+    """Per (group, backend, storage, device), the row of the latest run, in first-seen
+    order."""
+    best: dict[tuple[str, ...], dict[str, str]] = {}
     for r in rows:
-        key = (r["group"], r["backend"], r["device"])
+        key = (r["group"], r["backend"], r.get("storage", ""), r["device"])
         if key not in best or r["datetime"] > best[key]["datetime"]:
             best[key] = r
     return list(best.values())
 
 
 def table(rows: list[dict[str, str]]) -> str:
-    """Markdown: median ms per (group, backend, device) of its latest run, and the torch
-    reference's median of the same run divided by it."""
+    """Markdown: median ms per (group, backend, storage, device) of its latest run, and
+    the median of the same run's torch reference in that group divided by it (where the
+    torch reference is too slow to run, a dense torch product stands in)."""
     chosen = latest(rows)
-    by_run = {(r["datetime"], r["group"], r["device"], r["backend"]): r for r in rows}
+    refs = {
+        (r["datetime"], r["group"], r["device"], r.get("storage", "")): r
+        for r in rows
+        if r["backend"] == "torch"
+    }
+    dense = {k[:3]: r for k, r in refs.items() if r.get("storage") == "dense"}
     lines = [
-        "| group | device | backend | median ms | torch / this | threads | load | commit | date |",
-        "|---|---|---|---:|---:|---:|---:|---|---|",
+        "| group | device | backend | storage | median ms | torch / this | threads | load "
+        "| commit | date |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in chosen:
-        ref = by_run.get((r["datetime"], r["group"], r["device"], "torch"))
+        run = (r["datetime"], r["group"], r["device"])
+        ref = refs.get((*run, r.get("storage", ""))) or dense.get(run)
         ratio = f"{float(ref['median_ms']) / float(r['median_ms']):.2f}×" if ref else "—"
         commit = r["commit"] + (" (dirty)" if r["dirty"] == "True" else "")
         lines.append(
-            f"| {r['group']} | {r['device']} | {r['backend']} | {float(r['median_ms']):.3g} | "
+            f"| {r['group']} | {r['device']} | {r['backend']} | {r.get('storage') or '—'} "
+            f"| {float(r['median_ms']):.3g} | "
             f"{ratio} | {r['threads']} | {r['load_avg_1m']} | {commit} | {r['datetime'][:10]} |"
         )
     return "\n".join(lines)
