@@ -88,7 +88,13 @@ def _extension_kwargs() -> dict:
 
 
 setup(
-    packages=["metadip", "metadip.evaluate", "metadip.train", "metadip.kernels"],
+    packages=[
+        "metadip",
+        "metadip.evaluate",
+        "metadip.operators",
+        "metadip.train",
+        "metadip.kernels",
+    ],
     package_dir={"metadip": "metadip", "metadip.kernels": "kernels"},
     package_data={"metadip": ["weights/*.safetensors", "weights/*.json"]},
     **_extension_kwargs(),

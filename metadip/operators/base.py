@@ -1,0 +1,129 @@
+"""The operator base class: shapes, the noise model, deepinv's names, checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Operator", "Shape"]
+
+Shape = tuple[int, ...]
+
+
+def _image_shape(shape: Sequence[int], name: str = "shape") -> Shape:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{name} must be (C, H, W) or (H, W) with positive sizes, got {shape}")
+    return shape
+
+
+def _generator(seed: int) -> torch.Generator:
+    # Always draw on the CPU so the same seed gives the same operator on every device.
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def _check_ratio(ratio: float, name: str = "ratio") -> float:
+    if not 0 < ratio <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {ratio}")
+    return float(ratio)
+
+
+def _check_sigma(sigma: float) -> float:
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
+    return float(sigma)
+
+
+class Operator(nn.Module):
+    """Base class: a forward model with explicit shapes and a Gaussian noise model.
+
+    ``task`` names the kind of problem (``"denoise"``, ``"cs"``, ``"pr"``, ...; ``"custom"``
+    for wrapped callables): ``init="default"`` picks the shipped init for it.
+    """
+
+    linear: bool = False
+    task: str = "custom"
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], sigma: float = 0.0):
+        super().__init__()
+        self.in_shape: Shape = tuple(int(s) for s in in_shape)
+        self.out_shape: Shape = tuple(int(s) for s in out_shape)
+        self.sigma = _check_sigma(sigma)
+
+    # -- shape handling -------------------------------------------------------------
+    def _split(self, t: Tensor, shape: Shape, what: str) -> tuple[Tensor, bool]:
+        """Returns t as a batch ``(B, *shape)`` and whether it came unbatched."""
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{type(self).__name__}: {what} must be a torch.Tensor, got {type(t)}")
+        if tuple(t.shape) == shape:
+            return t.unsqueeze(0), True
+        if t.dim() == len(shape) + 1 and tuple(t.shape[1:]) == shape:
+            return t, False
+        raise ValueError(
+            f"{type(self).__name__}: {what} must have shape {shape} or (B, *{shape}), "
+            f"got {tuple(t.shape)}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Noise-free measurement: ``(*, *in_shape) -> (*, *out_shape)``."""
+        xb, single = self._split(x, self.in_shape, "x")
+        y = self._forward(xb)
+        return y[0] if single else y
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Adjoint ``A^T y``: ``(*, *out_shape) -> (*, *in_shape)`` (linear operators only)."""
+        if not self.linear:
+            raise NotImplementedError(f"{type(self).__name__} is not linear: it has no adjoint")
+        yb, single = self._split(y, self.out_shape, "y")
+        x = self._adjoint(yb)
+        return x[0] if single else x
+
+    def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Noisy measurement ``y = A x + sigma * e``, ``e ~ N(0, I)``."""
+        y = self.forward(x)
+        if self.sigma == 0:
+            return y
+        return y + self.sigma * _randn_like(y, generator)
+
+    # deepinv's names, so an operator can go where a deepinv Physics is expected.
+    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+        """``forward(x)``."""
+        return self.forward(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:  # noqa: N802
+        """``adjoint(y)``."""
+        return self.adjoint(y)
+
+    def A_dagger(self, y: Tensor) -> Tensor:  # noqa: N802
+        """The pseudo-inverse ``A⁺ y``: ``(*, *out_shape) -> (*, *in_shape)``, for the
+        operators where it is cheap (``Denoise``, ``Inpainting``, ``SuperResolution``)."""
+        yb, single = self._split(y, self.out_shape, "y")
+        x = self._dagger(yb)
+        return x[0] if single else x
+
+    def _dagger(self, y: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no cheap pseudo-inverse; use adjoint(y) or a solver"
+        )
+
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(in_shape={self.in_shape}, out_shape={self.out_shape}, sigma={self.sigma:g})"
+
+
+def _randn_like(t: Tensor, generator: torch.Generator | None) -> Tensor:
+    if generator is None:
+        return torch.randn_like(t)
+    dev = generator.device
+    return torch.randn(t.shape, generator=generator, dtype=t.dtype, device=dev).to(t.device)
