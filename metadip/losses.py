@@ -4,7 +4,9 @@
 ``sure`` (denoising ``y = x + σ e`` with an image-input network ``x = f(y)``):
 ``SURE_b = mean((x_b − y_b)²) − σ² + 2σ² div_y f(y)_b / n``, an unbiased estimate of
 ``mean((x_b − x_true)²)``: minimizing it adapts the network to the image without
-fitting the noise, which the plain data fit does.
+fitting the noise, which the plain data fit does. For inpainting (``y = M ⊙ (x + σ e)``,
+M a 0/1 mask) the same holds on the observed pixels: ``mean((M ⊙ x_b − y_b)²) −
+σ² |M| / n + 2σ² div_M / n``, the divergence taken along the observed pixels only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import Tensor
 from metadip import functional
 from metadip.guide import noise_levels
 
-__all__ = ["LOSSES", "check_loss", "fit_losses", "sure_term"]
+__all__ = ["LOSSES", "SURE_TASKS", "check_loss", "fit_losses", "sure_term"]
 
 LOSSES = ("mse", "sure")
 
@@ -31,13 +33,19 @@ def fit_losses(x: Tensor, y: Tensor, op: Any, tv_weight: Tensor | float, tv_eps:
     return fit + tv_weight * reg
 
 
+# The tasks whose operator is a 0/1 mask (the identity for denoising), where SURE holds.
+SURE_TASKS = ("denoise", "inpaint")
+
+
 def check_loss(loss: str, op: Any) -> None:
-    """Raises unless ``op`` suits the inner ``loss``: SURE needs denoising with noise."""
-    if loss == "sure" and (getattr(op, "task", None) != "denoise" or not op.sigma > 0):
+    """Raises unless ``op`` suits the inner ``loss``: SURE needs denoising or inpainting
+    with noise."""
+    if loss == "sure" and (getattr(op, "task", None) not in SURE_TASKS or not op.sigma > 0):
         raise ValueError(
             f"this initialization fits with loss 'sure' (Stein's unbiased risk estimate), "
-            f"which needs a denoising operator with sigma > 0; got {type(op).__name__} "
-            f"(task {getattr(op, 'task', None)!r}, sigma {getattr(op, 'sigma', None)})"
+            f"which needs a denoising or inpainting operator with sigma > 0; got "
+            f"{type(op).__name__} (task {getattr(op, 'task', None)!r}, sigma "
+            f"{getattr(op, 'sigma', None)})"
         )
 
 
@@ -51,14 +59,19 @@ def sure_term(
     eps: float,
     probe: Tensor,
 ) -> Tensor:
-    """What turns the data fit into SURE, per image ``(B,)``: ``−σ² + 2σ² div / n``.
+    """What turns the data fit into SURE, per image ``(B,)``: ``−σ² |M| / n + 2σ² div_M / n``
+    with M the observed pixels (``Aᵀ A 1``: all of them for denoising).
 
     ``apply``: the network on an input like ``inp`` (whose first ``channels`` channels are
-    the guide image, i.e. y); ``x = apply(inp)``. The divergence is estimated with one
-    probe ``v ~ N(0, I)``, ``(1 or B, *y.shape[1:])`` (one shared by the batch, or one
-    per chain): ``div ≈ vᵀ(f(y + ε v) − f(y)) / ε``."""
+    the guide image, i.e. Aᵀy); ``x = apply(inp)``. The divergence along the observed
+    pixels is estimated with one probe ``v ~ N(0, I)``, ``(1 or B, *y.shape[1:])`` (one
+    shared by the batch, or one per chain), masked: ``div_M ≈ (M v)ᵀ(f(y + ε M v) −
+    f(y)) / ε``."""
+    mask = op.adjoint(op.forward(torch.ones_like(x)))
+    masked = probe * mask
     shift = torch.zeros_like(inp)
-    shift[:, :channels] = eps * probe.expand(inp.shape[0], channels, -1, -1)
-    div = (probe * (apply(inp + shift) - x)).flatten(1).sum(dim=1) / eps
+    shift[:, :channels] = eps * masked.expand(inp.shape[0], channels, -1, -1)
+    div = (masked * (apply(inp + shift) - x)).flatten(1).sum(dim=1) / eps
     sigma2 = noise_levels(op, x.shape[0], x).pow(2)
-    return -sigma2 + 2 * sigma2 * div / x[0].numel()
+    observed = mask.expand_as(x).flatten(1).sum(dim=1)
+    return (-sigma2 * observed + 2 * sigma2 * div) / x[0].numel()

@@ -274,16 +274,67 @@ def test_sure_is_the_true_error_for_the_identity():
     assert value == pytest.approx(-0.04 + 2 * 0.04 * float(probe.pow(2).mean()), rel=1e-6)
 
 
+def _masked_sure_setup(head: float):
+    init = MetaInit.random(
+        1,
+        width=6,
+        depth=2,
+        steps=3,
+        rule="adam",
+        lr=1e-3,
+        num_fourier=0,
+        dtype=F64,
+        network={**GUIDED, "noise_level": True, "coverage": True},
+    )
+    weights = {k: v + head * torch.randn_like(v) for k, v in init.weights.items()}
+    init = replace(init, weights=weights, loss="sure")
+    op = Inpainting((1, 8, 8), ratio=0.5, sigma=0.1, seed=3).to(dtype=F64)
+    y = op.measure(torch.rand(1, 1, 8, 8, dtype=F64), torch.Generator().manual_seed(1))
+    params, hyper = prepare(init, op.in_shape, guide=guide_input(init.config, op, y))
+    return init, op, y, params, hyper
+
+
+def test_masked_sure_divergence_is_unbiased_on_the_observed_pixels():
+    init, op, y, params, hyper = _masked_sure_setup(head=0.3)
+    net = lambda yy: output(params, replace(hyper, fixed=guide_input(init.config, op, yy)))  # noqa: E731
+    jac = torch.autograd.functional.jacobian(net, y).reshape(64, 64)
+    observed = op.mask.flatten().bool()
+    exact = float(jac.diagonal()[observed].sum())
+    inp, x = _net_input(hyper, jitter=False), net(y)
+    sigma2, n_obs = 0.1**2, float(op.mask.sum())
+    draws = [
+        (float(_sure(params, hyper, inp, x, y, op)) * 64 + sigma2 * n_obs) / (2 * sigma2)
+        for _ in range(400)
+    ]
+    assert abs(np.mean(draws) - exact) < 0.1 * abs(exact) + 0.5
+
+
+def test_masked_sure_of_the_identity_is_the_error_on_the_observed_pixels():
+    # Zero head: f(y) = M y = y, whose error on the observed pixels is σ² |M| / n.
+    _, op, y, params, hyper = _masked_sure_setup(head=0.0)
+    inp, x = _net_input(hyper, jitter=False), output(params, hyper)
+    torch.testing.assert_close(x, y)
+    hyper.generator = torch.Generator().manual_seed(0)
+    probe = torch.randn((1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=F64)
+    value = float(_sure(params, hyper, inp, x, y, op))
+    m = op.mask
+    expected = (-0.01 * float(m.sum()) + 2 * 0.01 * float((probe * m).pow(2).sum())) / 64
+    assert value == pytest.approx(expected, rel=1e-6)
+
+
 def test_sure_needs_denoising_and_an_image_input():
     with pytest.raises(ValueError, match="zero divergence"):
         replace(MetaInit.random(1, width=4, depth=2), loss="sure")
     op = CompressiveSensing((1, 16, 16), ratio=0.5, sigma=0.1, seed=0)
-    with pytest.raises(ValueError, match="needs a denoising operator"):
+    with pytest.raises(ValueError, match="needs a denoising or inpainting operator"):
         reconstruct(torch.rand(*op.out_shape), op, init=_sure_init())
     with pytest.raises(ValueError, match="sigma > 0"):
         reconstruct(torch.rand(1, 16, 16), Denoise((1, 16, 16), 0.0), init=_sure_init())
-    with pytest.raises(ValueError, match="denoising tasks only"):
+    with pytest.raises(ValueError, match="denoising and inpainting tasks only"):
         TrainConfig(method="educated", tasks="cs", inner_loss="sure")
+    assert TrainConfig(method="educated", tasks="inpaint", inner_loss="sure").tasks == {
+        "inpaint": 1.0
+    }
 
 
 def test_sure_fit_reports_the_data_fit_and_batches_exactly(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from metadip.losses import LOSSES as INNER_LOSSES
+from metadip.losses import SURE_TASKS
 from metadip.meta import LOSSES, MODES
 from metadip.networks import KINDS
 from metadip.rules import RULES as UPDATE_RULES
@@ -150,9 +151,12 @@ class TrainConfig:
             raise ValueError(f"mono_fraction must be in [0, 1], got {self.mono_fraction}")
         self.tasks = _parse_tasks(self.tasks)
         if self.inner_loss == "sure" and (
-            self.method != "educated" or set(self.tasks) != {"denoise"}
+            self.method != "educated" or not set(self.tasks) <= set(SURE_TASKS)
         ):
-            raise ValueError("inner_loss 'sure' is for method 'educated' on denoising tasks only")
+            raise ValueError(
+                "inner_loss 'sure' is for method 'educated' on denoising and inpainting "
+                f"tasks only, got method {self.method!r} with tasks {sorted(self.tasks)}"
+            )
         self.sigma = _parse_range(self.sigma, "sigma")
         self.ratio = _parse_range(self.ratio, "ratio")
         if isinstance(self.frozen, str):
