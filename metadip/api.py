@@ -115,10 +115,11 @@ def reconstruct(
     32), a file path or a ``MetaInit``. A 3-channel init also fits
     1-channel problems (its output's channel mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
-    1000 for ``"random"``), or ``"auto"``: stop without ground truth where the windowed
-    variance of the iterates is lowest (``metadip.stopping``; one extra forward per
-    step), after at most ``max_steps`` (default: the larger of 1000 and the init's
-    horizon). seed: seeds the random init and the input jitter.
+    1000 for ``"random"``; 0 returns the init's own image unfitted, which for an
+    Educated-DIP init is its pretrained map), or ``"auto"``: stop without ground
+    truth where the windowed variance of the iterates is lowest (``metadip.stopping``;
+    one extra forward per step), after at most ``max_steps`` (default: the larger of
+    1000 and the init's horizon). seed: seeds the random init and the input jitter.
     device: where to fit (default: y's device). dtype: compute dtype (default: float64
     for a float64 ``y``, else float32).
     batch_size: problems fitted per pass (default: all B; lower it to save memory).
@@ -151,9 +152,11 @@ def reconstruct(
     if (
         not auto
         and steps is not None
-        and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1)
+        and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0)
     ):
-        raise ValueError(f"steps must be an integer >= 1 or 'auto', got {steps!r}")
+        raise ValueError(f"steps must be an integer >= 0 or 'auto', got {steps!r}")
+    if samples > 1 and steps == 0:
+        raise ValueError("samples > 1 draws from the fit's iterates: pass steps >= 1")
     if max_steps is not None:
         if not auto:
             raise ValueError("max_steps bounds automatic stopping: pass it with steps='auto'")
@@ -179,7 +182,7 @@ def reconstruct(
             "graph=True but the fit cannot be captured: steps='auto' reads the iterates on "
             "the host every step, which a graph cannot"
         )
-    use_graph = False if auto or samples > 1 else _use_graph(graph, dev, callback)
+    use_graph = False if auto or samples > 1 or steps == 0 else _use_graph(graph, dev, callback)
     op_dev = moved(op, dev, dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
     meta = meta.to(device=dev, dtype=dtype)
@@ -187,7 +190,8 @@ def reconstruct(
         check_guide_operator(op)
     check_loss(meta.loss, op)
     # Automatic stopping runs up to max_steps; a fixed count defaults to the init's horizon.
-    n_steps = (max_steps or max(1000, meta.steps)) if auto else (steps or meta.steps)
+    fixed = meta.steps if steps is None else steps
+    n_steps = (max_steps or max(1000, meta.steps)) if auto else fixed
     ys = t.to(device=dev, dtype=dtype)
     ys = ys if batched else ys[None]
     xs = None
@@ -252,7 +256,7 @@ def reconstruct(
             meta,
             op.in_shape,
             batch=stop - first,
-            steps=n_steps,
+            steps=n_steps or None,  # 0 steps: the init as it is
             seed=seed,
             guide=guide,
             **(chains or {}),

@@ -157,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--init", default="default", help="default | random | decoder | PATH (default: default)"
         )
         q.add_argument(
-            "--steps", type=int, default=None, help="fitting steps (default: the init's)"
+            "--steps",
+            type=int,
+            default=None,
+            help="fitting steps (default: the init's; 0: its image unfitted)",
         )
         q.add_argument("--seed", type=int, default=0)
         q.add_argument(
@@ -212,8 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for task in getattr(args, "tasks", []):
         if task not in TASKS:
             raise SystemExit(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if args.steps is not None and args.steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {args.steps}")
+    if args.steps is not None and args.steps < 0:
+        raise SystemExit(f"--steps must be >= 0 (0: the init's image unfitted), got {args.steps}")
     if getattr(args, "samples", 1) < 1:
         raise SystemExit(f"--samples must be >= 1, got {args.samples}")
     if getattr(args, "std_out", None) and getattr(args, "samples", 1) < 2:

@@ -156,7 +156,7 @@ OP = Denoise((1, 8, 8), 0.1)
         (torch.zeros(1, 8, 8, dtype=torch.complex64), {}, TypeError, "real"),
         (np.zeros((1, 8, 8), dtype=np.complex64), {}, TypeError, "real"),
         (np.zeros((0, 8, 8)), {}, ValueError, "empty"),
-        (torch.rand(1, 8, 8), {"steps": 0}, ValueError, "steps"),
+        (torch.rand(1, 8, 8), {"steps": -1}, ValueError, "steps"),
         (torch.rand(1, 8, 8), {"steps": 2.5}, ValueError, "steps"),
         ([[0.5]], {}, TypeError, "NumPy array"),
     ],

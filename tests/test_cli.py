@@ -163,7 +163,7 @@ def test_cli_errors_are_clear(tmp_path, init_file, capsys):
     )
     assert "no such image file" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--steps"):
-        main(["demo", "--steps", "0"])
+        main(["demo", "--steps", "-1"])
     with pytest.raises(SystemExit, match="unknown task"):
         main(["demo", "--tasks", "denoise,deblur"])
 

@@ -347,3 +347,20 @@ def test_sure_fit_reports_the_data_fit_and_batches_exactly(tmp_path):
     both = reconstruct(y, op, init=init, dtype=F64, seed=3)
     torch.testing.assert_close(both.image[1], one.image)
     assert all(v >= 0 for v in one.losses) and one.restored == []
+
+
+def test_zero_steps_return_the_pretrained_map_unfitted():
+    init = guided_init(steps=3)
+    weights = {k: v + 0.2 * torch.randn_like(v) for k, v in init.weights.items()}
+    init = replace(init, weights=weights)
+    op = Denoise((3, 8, 8), 0.1)
+    y = torch.rand(2, 3, 8, 8, dtype=F64)
+    rec = reconstruct(y, op, init=init, steps=0, dtype=F64, x_true=y.clamp(0, 1))
+    params, hyper = prepare(init, op.in_shape, batch=2, guide=guide_input(init.config, op, y))
+    torch.testing.assert_close(rec.image, output(params, hyper))
+    assert rec.steps == 0 and rec.losses == [[], []] and rec.psnr == [[], []]
+    assert not torch.equal(rec.image, reconstruct(y, op, init=init, steps=1, dtype=F64).image)
+    with pytest.raises(ValueError, match="pass steps >= 1"):
+        reconstruct(y, op, init=init, steps=0, samples=2)
+    with pytest.raises(ValueError, match="integer >= 0"):
+        reconstruct(y, op, init=init, steps=-1)

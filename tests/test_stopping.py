@@ -98,7 +98,7 @@ def test_batched_auto_equals_single_runs():
 def test_auto_stopping_arguments_are_checked():
     op, y = _problem()
     init = tiny_init(1, steps=4)
-    with pytest.raises(ValueError, match="steps must be an integer >= 1 or 'auto'"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 0 or 'auto'"):
         reconstruct(y[0], op, init=init, steps="soon")
     with pytest.raises(ValueError, match="pass it with steps='auto'"):
         reconstruct(y[0], op, init=init, steps=10, max_steps=20)
