@@ -10,6 +10,7 @@
 
 #include "../common.h"
 #include "../ops.h"
+#include "cmeasure_dense.h"
 
 namespace metadip {
 namespace {
@@ -17,45 +18,14 @@ namespace {
 // Elements per task of the elementwise loops (at::parallel_for runs smaller ones inline).
 constexpr int64_t kGrain = 2048;
 
-void check_dense(const at::Tensor& ar, const c10::optional<at::Tensor>& ai, int64_t n,
-                 at::ScalarType dt) {
-  TORCH_CHECK_VALUE(ar.dim() == 2 && ar.size(1) == n, "A must be (m, n) with n = ", n, ", got ",
-              ar.sizes());
-  TORCH_CHECK_TYPE(ar.scalar_type() == dt, "A has dtype ", ar.scalar_type(), " but x has ", dt);
-  if (ai.has_value()) {
-    TORCH_CHECK_VALUE(ai->sizes() == ar.sizes(), "a_imag must have a_real's shape ", ar.sizes(),
-                ", got ", ai->sizes());
-    TORCH_CHECK_TYPE(ai->scalar_type() == dt, "a_imag has dtype ", ai->scalar_type(), " but x has ",
-                dt);
-  }
-}
-
-void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-              " must be float32/float64, got ", t.scalar_type());
-}
-
 }  // namespace
 
 at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,
                       double scale) {
-  TORCH_CHECK_VALUE(x_.dim() == 2, "measurement expects x of shape (B, n), got ", x_.sizes());
-  check_float(x_, "x");
-  const at::Tensor x = x_.contiguous();
+  const at::Tensor x = cm::checked_x(x_);
   const int64_t B = x.size(0), n = x.size(1);
-  if (ar.has_value()) {
-    check_dense(*ar, ai, n, x.scalar_type());
-    const int64_t P = ai.has_value() ? 2 : 1;
-    at::Tensor z = new_output({P, B, ar->size(0)}, x.options());
-    at::Tensor z0 = z[0];
-    at::mm_out(z0, x, ar->t());
-    if (P == 2) {
-      at::Tensor z1 = z[1];
-      at::mm_out(z1, x, ai->t());
-    }
-    return z;
-  }
+  if (ar.has_value()) return cm::dense_lin(x, *ar, ai);
   TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
   TORCH_CHECK_VALUE(m >= 1, "m must be >= 1, got ", m);
   const int64_t P = cplx ? 2 : 1;
@@ -90,21 +60,9 @@ at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
 at::Tensor cm_adj_cpu(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
                       double scale) {
-  TORCH_CHECK_VALUE(w_.dim() == 3 && (w_.size(0) == 1 || w_.size(0) == 2),
-              "adjoint expects w of shape (P, B, m) with P in {1, 2}, got ", w_.sizes());
-  check_float(w_, "w");
-  const at::Tensor w = w_.contiguous();
+  const at::Tensor w = cm::checked_w(w_);
   const int64_t P = w.size(0), B = w.size(1), m = w.size(2);
-  if (ar.has_value()) {
-    TORCH_CHECK_VALUE(ar->dim() == 2 && ar->size(0) == m, "A must have m = ", m, " rows, got ",
-                ar->sizes());
-    check_dense(*ar, ai, ar->size(1), w.scalar_type());
-    TORCH_CHECK_VALUE((P == 2) == ai.has_value(), "w has ", P, " planes but A has ",
-                ai.has_value() ? 2 : 1);
-    at::Tensor out = at::mm(w[0], *ar);
-    if (P == 2) out.addmm_(w[1], *ai);
-    return out;
-  }
+  if (ar.has_value()) return cm::dense_adj(w, *ar, ai);
   TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
   at::Tensor out = new_output({B, n}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "cm_adj_seeded_cpu", [&] {

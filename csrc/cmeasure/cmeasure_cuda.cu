@@ -10,6 +10,7 @@
 
 #include "../common.h"
 #include "../ops.h"
+#include "cmeasure_dense.h"
 
 namespace metadip {
 namespace {
@@ -112,40 +113,15 @@ __global__ void phase_kernel(const T* __restrict__ g, const T* __restrict__ z, T
 
 int blocks(int64_t count) { return static_cast<int>((count + kThreads - 1) / kThreads); }
 
-void check_dense(const at::Tensor& ar, const c10::optional<at::Tensor>& ai, int64_t n,
-                 at::ScalarType dt) {
-  TORCH_CHECK_VALUE(ar.dim() == 2 && ar.size(1) == n, "A must be (m, n) with n = ", n, ", got ",
-                    ar.sizes());
-  TORCH_CHECK_TYPE(ar.scalar_type() == dt, "A has dtype ", ar.scalar_type(), " but x has ", dt);
-  if (ai.has_value()) {
-    TORCH_CHECK_VALUE(ai->sizes() == ar.sizes(), "a_imag must have a_real's shape ", ar.sizes(),
-                      ", got ", ai->sizes());
-  }
-}
-
 }  // namespace
 
 at::Tensor cm_lin_cuda(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
                        const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,
                        double scale) {
-  TORCH_CHECK_VALUE(x_.dim() == 2, "measurement expects x of shape (B, n), got ", x_.sizes());
-  TORCH_CHECK_TYPE(x_.scalar_type() == at::kFloat || x_.scalar_type() == at::kDouble,
-                   "x must be float32/float64, got ", x_.scalar_type());
   c10::cuda::CUDAGuard guard(x_.device());
-  const at::Tensor x = x_.contiguous();
+  const at::Tensor x = cm::checked_x(x_);
   const int64_t B = x.size(0), n = x.size(1);
-  if (ar.has_value()) {
-    check_dense(*ar, ai, n, x.scalar_type());
-    const int64_t P = ai.has_value() ? 2 : 1;
-    at::Tensor z = new_output({P, B, ar->size(0)}, x.options());
-    at::Tensor z0 = z[0];
-    at::mm_out(z0, x, ar->t());
-    if (P == 2) {
-      at::Tensor z1 = z[1];
-      at::mm_out(z1, x, ai->t());
-    }
-    return z;
-  }
+  if (ar.has_value()) return cm::dense_lin(x, *ar, ai);
   TORCH_CHECK_VALUE(seed >= 0 && m >= 1, "seeded A needs seed >= 0 and m >= 1");
   const int P = cplx ? 2 : 1;
   at::Tensor z = at::zeros({P, B, m}, x.options());  // atomically accumulated
@@ -162,20 +138,10 @@ at::Tensor cm_lin_cuda(const at::Tensor& x_, const c10::optional<at::Tensor>& ar
 at::Tensor cm_adj_cuda(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,
                        const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
                        double scale) {
-  TORCH_CHECK_VALUE(w_.dim() == 3 && (w_.size(0) == 1 || w_.size(0) == 2),
-                    "adjoint expects w of shape (P, B, m) with P in {1, 2}, got ", w_.sizes());
   c10::cuda::CUDAGuard guard(w_.device());
-  const at::Tensor w = w_.contiguous();
+  const at::Tensor w = cm::checked_w(w_);
   const int64_t P = w.size(0), B = w.size(1), m = w.size(2);
-  if (ar.has_value()) {
-    TORCH_CHECK_VALUE(ar->dim() == 2 && ar->size(0) == m, "A must have m = ", m, " rows, got ",
-                      ar->sizes());
-    TORCH_CHECK_VALUE((P == 2) == ai.has_value(), "w has ", P, " planes but A has ",
-                      ai.has_value() ? 2 : 1);
-    at::Tensor out = at::mm(w[0], *ar);
-    if (P == 2) out.addmm_(w[1], *ai);
-    return out;
-  }
+  if (ar.has_value()) return cm::dense_adj(w, *ar, ai);
   TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
   at::Tensor out = at::zeros({B, n}, w.options());  // atomically accumulated
   const dim3 grid(blocks(n), (m + kSplit - 1) / kSplit);
