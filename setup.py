@@ -90,6 +90,7 @@ def _extension_kwargs() -> dict:
 setup(
     packages=[
         "metadip",
+        "metadip.classical",
         "metadip.evaluate",
         "metadip.operators",
         "metadip.train",

@@ -18,6 +18,8 @@ METHOD is one of
   ``educated-default``         the shipped denoising (Educated DIP + SURE) init
   ``init:PATH``                an init file, fitted with its own rule
   ``init:PATH:lr=X``           the same with every learning rate set to X
+  ``init:PATH:cos=X``          the same with the rates decaying from X to 0 over the
+                               init's horizon (``MetaInit.with_rates(X, "cosine")``)
   ``dip:LR[:ema][:wW]``        vanilla DIP on the skip network of width W (default 32,
                                depth 4, the shipped default's): Adam at LR, input jitter
                                1/30, with the 0.99 output EMA when ``ema`` is given
@@ -142,8 +144,9 @@ def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
         init = MetaInit.load(parts[0])
         for p in parts[1:]:
             if p.startswith("lr="):
-                lr = float(p[3:])
-                init = replace(init, log_lr=torch.full_like(init.log_lr, math.log(lr)))
+                init = init.with_rates(float(p[3:]))
+            elif p.startswith("cos="):
+                init = init.with_rates(float(p[4:]), "cosine")
             else:
                 raise ValueError(f"unknown init option {p!r} in {method!r}")
         return init
@@ -155,7 +158,7 @@ def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
             if p.startswith("w"):
                 width = int(p[1:])
         init = MetaInit.random(channels, width=width, depth=4, steps=1, seed=seed, rule="adam")
-        init = replace(init, log_lr=torch.full_like(init.log_lr, math.log(lr)))
+        init = init.with_rates(lr)
         return init if ema else replace(init, ema=0.0)
     raise ValueError(f"unknown method {method!r}")
 

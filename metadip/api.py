@@ -110,10 +110,11 @@ def reconstruct(
     item), an object with ``.A``/``.A_adjoint`` (deepinv Physics) or a callable;
     the last two need ``in_shape=(C, H, W)``.
     init: ``"default"`` (the shipped init for ``op.task``: Educated DIP + SURE for
-    denoising, the meta-learned MetaDIP init otherwise), ``"random"`` (vanilla DIP:
-    Adam, jitter, EMA), ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of
-    32), a file path or a ``MetaInit``. A 3-channel init also fits
-    1-channel problems (its output's channel mean).
+    denoising and for inpainting, the meta-learned MetaDIP init otherwise),
+    ``"random"`` (vanilla DIP: Adam, jitter, EMA), ``"decoder"`` (the vanilla Deep
+    Decoder: image sizes a multiple of 32), a file path or a ``MetaInit`` (one with a
+    classical solver, ``metadip.classical``, runs it after the network). A 3-channel
+    init also fits 1-channel problems (its output's channel mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
     1000 for ``"random"``; 0 returns the init's own image unfitted, which for an
     Educated-DIP init is its pretrained map), or ``"auto"``: stop without ground
@@ -259,6 +260,7 @@ def reconstruct(
             steps=n_steps or None,  # 0 steps: the init as it is
             seed=seed,
             guide=guide,
+            problem=(part, ys[first:stop]),
             **(chains or {}),
         )
         desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"

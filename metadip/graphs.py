@@ -71,7 +71,9 @@ class CapturedFit:
             else None
         )
         guide = guide_input(meta.config, op, self.y) if meta.config.guided else None
-        params, self.hyper = prepare(meta, op.in_shape, batch=batch, steps=steps, guide=guide)
+        params, self.hyper = prepare(
+            meta, op.in_shape, batch=batch, steps=steps, guide=guide, problem=(op, self.y)
+        )
         self.params = {k: v.clone() for k, v in params.items()}
         gen = self.hyper.generator
         # Graph-safe RNG needs a generator the graph owns; a registered one advances per replay.

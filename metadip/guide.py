@@ -16,13 +16,19 @@ from torch import Tensor
 
 from metadip.networks import NetConfig
 
-__all__ = ["check_guide_operator", "guide_input", "noise_levels"]
+__all__ = ["check_guide_operator", "coverage", "guide_input", "noise_levels"]
 
 
 def noise_levels(op: Any, batch: int, like: Tensor) -> Tensor:
     """Each problem's noise std ``(B,)``: one value per operator of a ``Stacked`` batch."""
     ops = getattr(op, "ops", None) or [op] * batch
     return torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=like.dtype, device=like.device)
+
+
+def coverage(op: Any, like: Tensor) -> Tensor:
+    """``Aᵀ A 1`` for images like ``like`` ``(B, C, H, W)``: how strongly each pixel is
+    observed (the 0/1 mask for inpainting, ones for denoising)."""
+    return op.adjoint(op.forward(torch.ones_like(like)))
 
 
 def check_guide_operator(op: Any) -> None:
@@ -48,5 +54,5 @@ def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
         level = noise_levels(op, g.shape[0], g).view(-1, 1, 1, 1)
         parts.append(level.expand(-1, 1, *g.shape[2:]))
     if config.coverage:
-        parts.append(op.adjoint(op.forward(torch.ones_like(g))).mean(dim=1, keepdim=True))
+        parts.append(coverage(op, g).mean(dim=1, keepdim=True))
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]

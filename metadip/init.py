@@ -31,8 +31,9 @@ FORMAT = "metadip-init/1"
 DEFAULT_INIT_NAME = "default.safetensors"
 # Shipped inits made for one kind of problem (an operator's ``task``), in metadip/weights;
 # every other task uses DEFAULT_INIT_NAME.
-TASK_DEFAULTS: dict[str, str] = {"denoise": "denoise.safetensors"}
+TASK_DEFAULTS: dict[str, str] = {"denoise": "denoise.safetensors", "inpaint": "inpaint.safetensors"}
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
+SCHEDULES = ("constant", "cosine")  # with_rates
 
 # The original DIP recipe (Ulyanov et al.): Adam 0.01, input jitter 1/30, EMA 0.99.
 VANILLA = {"lr": 0.01, "jitter": 1.0 / 30.0, "ema": 0.99, "steps": 1000}
@@ -204,6 +205,27 @@ class MetaInit:
             extra = self.log_lr[-1:].expand(steps - self.steps, -1)
             log_lr = torch.cat([self.log_lr, extra])
         return replace(self, log_lr=log_lr.clone())
+
+    def with_rates(
+        self, lr: float, schedule: str = "constant", steps: int | None = None
+    ) -> MetaInit:
+        """The same init with every parameter's rate set by a schedule over ``steps`` rows
+        (default: the init's horizon; later steps reuse the last row):
+        ``"constant"``: ``lr_t = lr``; ``"cosine"``: ``lr_t = lr · (1 + cos(π t / T)) / 2``,
+        which bounds the total step Σ lr_t ≈ lr·T/2, so fits longer than T barely move."""
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {lr}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        steps = self.steps if steps is None else steps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        t = torch.arange(steps, dtype=torch.float64)
+        rates = torch.full_like(t, lr)
+        if schedule == "cosine":
+            rates = lr * (1 + torch.cos(math.pi * t / steps)) / 2
+        log_lr = rates.log().unsqueeze(1).expand(steps, self.log_lr.shape[1])
+        return replace(self, log_lr=log_lr.to(self.log_lr).clone())
 
     def save(self, path: str | Path) -> Path:
         """Writes safetensors + JSON header (config, rule, metadata) to ``path``."""

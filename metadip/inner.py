@@ -19,7 +19,7 @@ grouped convolutions), which equals B separate fits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metadip.classical.solvers import solver_for
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.losses import fit_losses, sure_term
@@ -72,7 +73,8 @@ class Hyper:
     ``mono``: a colour network fitting 1-channel images: its output channels are
     averaged (and a guide image is repeated to the network's channels).
     ``loss``: ``"mse"`` or ``"sure"``; ``sure_eps``: the finite-difference step of
-    SURE's Monte-Carlo divergence.
+    SURE's Monte-Carlo divergence. ``solver``: the classical solver the network output
+    starts (``metadip.classical``), bound to the problem, or None.
     """
 
     net: nn.Module
@@ -103,6 +105,7 @@ class Hyper:
     # First-order meta-gradients: keep the update's graph (θ, m, lr, momentum) but treat
     # the inner gradient g as a constant (no Hessian terms). Only read with create_graph.
     first_order: bool = False
+    solver: Callable[[Tensor], Tensor] | None = None
 
 
 def _net_input(hyper: Hyper, jitter: bool) -> Tensor:
@@ -117,7 +120,8 @@ def _net_input(hyper: Hyper, jitter: bool) -> Tensor:
 
 def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
     """``f_θ(inp)``: ``(B, Cin, H, W) -> (B, C, H, W)``; with ``groups = B`` item b goes
-    through network b (stacked parameters flattened to grouped-convolution weights)."""
+    through network b (stacked parameters flattened to grouped-convolution weights),
+    then through the classical solver when the init has one."""
     if hyper.groups == 1:
         out = functional_call(hyper.net, params, (inp,))
     else:
@@ -125,7 +129,8 @@ def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()}
         out = functional_call(hyper.net, flat, (inp.reshape(1, -1, h, w),))
         out = out.view(hyper.groups, -1, *out.shape[-2:])
-    return out.mean(dim=1, keepdim=True) if hyper.mono else out
+    out = out.mean(dim=1, keepdim=True) if hyper.mono else out
+    return out if hyper.solver is None else hyper.solver(out)
 
 
 def output(params: Params, hyper: Hyper) -> Tensor:
@@ -263,6 +268,7 @@ def prepare(
     seeds: Sequence[int] | None = None,
     langevin: float = 0.0,
     prior: float = 0.0,
+    problem: tuple[Any, Tensor] | None = None,
 ) -> tuple[Params, Hyper]:
     """Initial parameters and the ``Hyper`` for images of ``in_shape`` ``(C, H, W)``.
 
@@ -273,7 +279,9 @@ def prepare(
     init, ``guide_input(init.config, op, y)``; required by those, refused by others.
     ``seeds``: one per item, for chains (``metadip.posterior``): item i draws its own
     noise streams, seeded ``seeds[i]``, and steps with Langevin noise of scale
-    ``langevin`` and weight decay ``prior``.
+    ``langevin`` and weight decay ``prior``. ``problem``: ``(op, y)`` with y
+    ``(batch, *op.out_shape)``, which an init with a classical solver needs (the solver
+    runs on that problem); ignored by others.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
@@ -310,6 +318,13 @@ def prepare(
         fixed = torch.cat([guide.to(device=device, dtype=dtype), fixed], dim=1)
     elif guide is not None:
         raise ValueError("guide is only used by an init whose network input is an image")
+    solver = None
+    if cfg.solver != "none":
+        if problem is None:
+            raise ValueError(
+                f"an init with the classical solver {cfg.solver!r} needs problem=(op, y)"
+            )
+        solver = solver_for(cfg, *problem)
     if steps is not None and steps != init.steps:
         init = init.with_steps(steps)
     gen, gens = None, None
@@ -338,6 +353,7 @@ def prepare(
         generators=gens,
         langevin=langevin if gens else 0.0,
         prior=prior if gens else 0.0,
+        solver=solver,
     )
     params = dict(init.weights)
     if batch > 1:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from metadip import functional
-from metadip.guide import noise_levels
+from metadip.guide import coverage, noise_levels
 
 __all__ = ["LOSSES", "SURE_TASKS", "check_loss", "fit_losses", "sure_term"]
 
@@ -67,7 +67,7 @@ def sure_term(
     pixels is estimated with one probe ``v ~ N(0, I)``, ``(1 or B, *y.shape[1:])`` (one
     shared by the batch, or one per chain), masked: ``div_M ≈ (M v)ᵀ(f(y + ε M v) −
     f(y)) / ε``."""
-    mask = op.adjoint(op.forward(torch.ones_like(x)))
+    mask = coverage(op, x)
     masked = probe * mask
     shift = torch.zeros_like(inp)
     shift[:, :channels] = eps * masked.expand(inp.shape[0], channels, -1, -1)

@@ -104,7 +104,7 @@ def step_graph_bytes(init: MetaInit, task: tuple) -> int:
     x, op, y = task
     key = (init.config, tuple(op.in_shape), init.dtype, str(init.device))
     if key not in _STEP_BYTES:
-        params, hyper = prepare(init, op.in_shape, steps=1, create_graph=True)
+        params, hyper = prepare(init, op.in_shape, steps=1, create_graph=True, problem=(op, y))
         params = {k: v.detach().requires_grad_() for k, v in params.items()}
         seen: dict[int, int] = {}
 
@@ -260,7 +260,7 @@ def _task_unrolled(
     init: MetaInit, leaves: dict[str, Tensor], task: tuple, steps: int, loss: str, first: bool
 ) -> tuple[Tensor, dict[str, Tensor]]:
     x, op, y = task
-    params, hyper = prepare(init, op.in_shape, steps=steps, create_graph=True)
+    params, hyper = prepare(init, op.in_shape, steps=steps, create_graph=True, problem=(op, y))
     hyper.first_order = first
     params, _ = advance(params, init_state(params, hyper), y, op, hyper, 0, steps)
     value = _outer(output(params, hyper), x, loss)
@@ -280,7 +280,9 @@ def _task_checkpointed(
     x, op, y = task
     # The graph from the meta-parameters to the step's hyper-parameters (exp, s·basis,
     # with_steps) is built once and used once, after all segments.
-    params0, hyper_graph = prepare(init, op.in_shape, steps=steps, create_graph=True)
+    params0, hyper_graph = prepare(
+        init, op.in_shape, steps=steps, create_graph=True, problem=(op, y)
+    )
     hl = _hyper_leaves(hyper_graph)
     hyper = hl.hyper
     names = list(params0)
@@ -417,7 +419,7 @@ def outer_loss(init: MetaInit, tasks: Sequence[Task], steps: int, loss: str = "l
     batch = _check_tasks(tasks, init)
     with torch.no_grad():
         for x, op, y in batch:
-            params, hyper = prepare(init, op.in_shape, steps=steps)
+            params, hyper = prepare(init, op.in_shape, steps=steps, problem=(op, y))
             params, _ = advance(params, init_state(params, hyper), y, op, hyper, 0, steps)
             total += _outer(output(params, hyper), x, loss)
     return total / len(batch)

@@ -37,6 +37,7 @@ __all__ = [
 KINDS = ("skip", "siren", "decoder")
 INPUTS = ("noise", "image")
 NORMS = ("instance", "none")
+SOLVERS = ("none", "gd", "red")  # metadip.classical.solvers
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class NetConfig:
     which for inpainting is the observation mask (where the guide's zeros are missing
     pixels, not black ones).
     ``norm``: ``"instance"`` (per image and channel statistics) or ``"none"``.
+    ``solver``: ``"none"``, or a classical solver the network's output starts
+    (``metadip.classical``): ``"gd"`` (gradient descent on ‖A x − y‖²) or ``"red"``
+    (RED with the shipped DnCNN), ``solver_iters`` steps of size ``solver_step``, RED's
+    denoiser weight ``solver_weight``.
     """
 
     kind: str = "skip"
@@ -72,6 +77,10 @@ class NetConfig:
     noise_level: bool = False
     coverage: bool = False
     norm: str = "instance"
+    solver: str = "none"
+    solver_iters: int = 0
+    solver_step: float = 1.0
+    solver_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -88,6 +97,15 @@ class NetConfig:
             raise ValueError(
                 "residual, noise_level and coverage belong to the guide, so need input='image'"
             )
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.solver != "none" and (int(self.solver_iters) < 1 or not self.solver_step > 0):
+            raise ValueError(
+                f"solver {self.solver!r} needs solver_iters >= 1 and solver_step > 0, got "
+                f"{self.solver_iters} and {self.solver_step}"
+            )
+        if self.solver_weight < 0:
+            raise ValueError(f"solver_weight must be >= 0, got {self.solver_weight}")
         for name in ("out_channels", "width", "depth"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -60,6 +60,10 @@ def test_parse_task():
     t = evaluate.parse_task("pr:0.125")
     assert (t.task, t.ratio, t.sigma) == ("pr", 0.125, 25.0)
     assert evaluate.parse_task("inpaint").ratio == evaluate.INPAINT_RATIO
+    box = evaluate.parse_task("inpaint:box")
+    mask = box.operator((1, 9, 9), seed=0).mask
+    # The centre ninth is missing, every other pixel observed, as the stated ratio says.
+    assert mask[3:6, 3:6].sum() == 0 and mask.sum() == 72 and box.ratio == pytest.approx(8 / 9)
     for bad in ("denoise", "cs:2", "cs:abc", "sr:2", "blur:3"):
         with pytest.raises(ValueError, match="task"):
             evaluate.parse_task(bad)

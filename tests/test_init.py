@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -119,6 +120,19 @@ def test_with_steps_and_to():
     assert init.to(dtype=torch.float32).weights[next(iter(init.weights))].dtype == torch.float32
 
 
+def test_with_rates_sets_every_parameter_by_the_schedule():
+    init = tiny_init(steps=4).to(dtype=torch.float64)
+    flat = init.with_rates(0.01)
+    assert flat.steps == 4 and torch.allclose(flat.log_lr.exp(), torch.full_like(flat.log_lr, 0.01))
+    cos = init.with_rates(0.01, "cosine", steps=8)
+    expect = 0.01 * (1 + torch.cos(math.pi * torch.arange(8.0, dtype=torch.float64) / 8)) / 2
+    assert cos.steps == 8
+    assert torch.allclose(cos.log_lr.exp(), expect.unsqueeze(1).expand_as(cos.log_lr), rtol=1e-12)
+    for bad, match in (({"lr": 0.0}, "positive"), ({"lr": 1e-3, "schedule": "step"}, "schedule")):
+        with pytest.raises(ValueError, match=match):
+            init.with_rates(**bad)
+
+
 def test_log_lr_shape_is_validated():
     init = tiny_init()
     with pytest.raises(ValueError, match="log_lr"):
@@ -131,13 +145,20 @@ def test_default_resolves_per_operator_task(monkeypatch):
     assert default_init_path("cs").name == default_init_path().name == "default.safetensors"
 
 
-def test_shipped_denoising_default_loads_with_its_provenance():
-    path = default_init_path("denoise")
-    assert path.is_file() and path.name == "denoise.safetensors"
-    init = load_init("default", task="denoise")
+@pytest.mark.parametrize("task", ["denoise", "inpaint"])
+def test_shipped_task_default_loads_with_its_provenance(task):
+    path = default_init_path(task)
+    assert path.is_file() and path.name == f"{task}.safetensors"
+    init = load_init("default", task=task)
     assert init.config.guided and init.config.residual and init.config.noise_level
+    # Inpainting's network also sees the mask (coverage), so missing pixels are not black.
+    assert init.config.coverage == (task == "inpaint")
     assert (init.rule, init.loss, init.steps) == ("adam", "sure", 50)
     meta = init.metadata
     for key in ("train_config", "data_manifest_sha256", "outer_steps", "fine_tune", "git_commit"):
         assert key in meta, key
     assert meta["train_config"]["method"] == "educated" and meta["val_psnr_curve"]
+    assert meta["train_config"]["tasks"] == {task: 1.0}
+    tune = meta["fine_tune"]
+    expect = init.with_rates(tune["lr"], tune.get("schedule", "constant"), tune["steps"])
+    assert torch.allclose(init.log_lr, expect.log_lr)

@@ -54,10 +54,6 @@ class NotApplicable(Exception):
 class EvalConfig:
     """Everything ``run_eval`` needs (the CLI flags have the same names)."""
 
-    @property
-    def resolved_split(self) -> str:
-        return self.split or default_split(self.images)
-
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     methods: list[str] = field(default_factory=lambda: ["dip50", "bm3d", "admm-bm3d"])
     images: str = "skimage"
@@ -80,6 +76,11 @@ class EvalConfig:
     grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(baselines.ADMM_GRID))
     progress: bool = True
     report_only: bool = False
+
+    @property
+    def resolved_split(self) -> str:
+        """``split``, or the default for ``images`` (``"val"`` for the project's sets)."""
+        return self.split or default_split(self.images)
 
 
 @dataclass

@@ -40,7 +40,7 @@ __all__ = [
 def _prepared(init: MetaInit, x: torch.Tensor, op: Any, y: torch.Tensor, steps: int) -> tuple:
     check_loss(init.loss, op)
     guide = guide_input(init.config, op, y[None]) if init.config.guided else None
-    return prepare(init, tuple(x.shape), steps=steps, guide=guide)
+    return prepare(init, tuple(x.shape), steps=steps, guide=guide, problem=(op, y[None]))
 
 
 def evaluate(init: MetaInit, tasks: list, steps: int) -> float:

@@ -1,10 +1,11 @@
 """Writes a shipped per-task default from an Educated-DIP training run.
 
     python benchmarks/results/recipe_study/ship_educated.py RUN_DIR --task denoise \\
-        --lr 1e-4 --steps 50 [--init best.safetensors]
+        --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors]
 
 The run's init (``init.safetensors``, or ``--init``) gets the fine-tune rule chosen on the
-tuning patches (Adam at ``--lr`` for ``--steps`` steps, the run's inner loss) and its
+tuning patches (Adam at ``--lr`` for ``--steps`` steps, constant or decaying to 0 by a
+cosine (``MetaInit.with_rates``), the run's inner loss) and its
 provenance (training config, data manifest hash, steps, logged seconds, commit, the
 validation curve), and is written to ``metadip/weights/<task>.safetensors``.
 """
@@ -14,14 +15,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from metadip.init import MetaInit
+from metadip.init import SCHEDULES, MetaInit
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--task", required=True)
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--init", default="init.safetensors")
     args = p.parse_args(argv)
     init = MetaInit.load(args.run / args.init)
@@ -51,15 +52,20 @@ def main(argv: list[str] | None = None) -> Path:
         "train_seconds_logged": round(sum(r.get("seconds", 0.0) for r in records), 1),
         "device": cfg["device"],
         "git_commit": commit,
-        "fine_tune": {"rule": init.rule, "lr": args.lr, "steps": args.steps, "loss": init.loss},
+        "fine_tune": {
+            "rule": init.rule,
+            "lr": args.lr,
+            "schedule": args.schedule,
+            "steps": args.steps,
+            "loss": init.loss,
+        },
         "val_psnr_curve": [
             [r["step"], r["val_pretrained"], r["val_meta"]]
             for r in records
             if "val_meta" in r and r["step"] <= init.metadata["outer_step"]
         ],
     }
-    log_lr = torch.full((args.steps, init.log_lr.shape[1]), math.log(args.lr))
-    shipped = replace(init, log_lr=log_lr.to(init.dtype), metadata=metadata)
+    shipped = replace(init.with_rates(args.lr, args.schedule, args.steps), metadata=metadata)
     return shipped.save(ROOT / "metadip" / "weights" / f"{args.task}.safetensors")
 
 

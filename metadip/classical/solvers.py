@@ -1,0 +1,83 @@
+"""Classical solvers as unrolled, differentiable functions of their starting image.
+
+A meta-learned classical solver (``NetConfig(solver=...)``) puts one of these after the
+network: the image is ``f(φ_θ)``, ``φ_θ`` the network's output (a SIREN of the pixel
+coordinates) used as the solver's starting point, and both the inner fit (the data term
+‖A f(φ_θ) − y‖²) and the outer loss (f(φ_θT) against the truth) see the solved image.
+
+``gd``: K steps of gradient descent on the data term, ``x ← x − η Aᵀ(A x − y)``.
+``red``: K steps of RED (regularization by denoising, Romano et al.),
+``x ← x − η (Aᵀ(A x − y) + λ (x − D(x)))``, with a denoiser D (``metadip.classical.dncnn``).
+
+Both need a linear operator. Shapes: ``x0`` ``(B, C, H, W)``, ``y`` ``(B, *op.out_shape)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from metadip.networks import NetConfig
+
+__all__ = ["Denoiser", "check_solver_operator", "gd", "red", "solver_for"]
+
+Denoiser = Callable[[Tensor], Tensor]
+
+
+def check_solver_operator(op: Any) -> None:
+    """Raises unless ``op`` has an adjoint, which the data term's gradient needs."""
+    if not getattr(op, "linear", False):
+        raise ValueError(
+            f"a classical-solver init runs gradient steps on ‖A x − y‖², which need the "
+            f"operator's adjoint, but {type(op).__name__} is not linear; use a DIP init "
+            "(e.g. init='default' or 'random') for this operator"
+        )
+
+
+def _check(iters: int, step: float) -> None:
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"solver iterations must be an integer >= 0, got {iters!r}")
+    if not step > 0:
+        raise ValueError(f"the solver step must be > 0, got {step}")
+
+
+def gd(x0: Tensor, y: Tensor, op: Any, iters: int, step: float) -> Tensor:
+    """``iters`` gradient steps ``x ← x − step · Aᵀ(A x − y)`` from ``x0``: ``(B, C, H, W)``."""
+    _check(iters, step)
+    check_solver_operator(op)
+    x = x0
+    for _ in range(iters):
+        x = x - step * op.adjoint(op.forward(x) - y)
+    return x
+
+
+def red(
+    x0: Tensor, y: Tensor, op: Any, iters: int, step: float, weight: float, denoiser: Denoiser
+) -> Tensor:
+    """``iters`` RED steps ``x ← x − step · (Aᵀ(A x − y) + weight · (x − D(x)))`` from
+    ``x0``: ``(B, C, H, W)``."""
+    _check(iters, step)
+    check_solver_operator(op)
+    if not weight >= 0:
+        raise ValueError(f"the RED weight must be >= 0, got {weight}")
+    x = x0
+    for _ in range(iters):
+        x = x - step * (op.adjoint(op.forward(x) - y) + weight * (x - denoiser(x)))
+    return x
+
+
+def solver_for(config: NetConfig, op: Any, y: Tensor) -> Callable[[Tensor], Tensor] | None:
+    """The solver of ``config`` bound to one problem (``x0 -> x``), or None without one."""
+    if config.solver == "none":
+        return None
+    check_solver_operator(op)
+    iters, step = config.solver_iters, config.solver_step
+    if config.solver == "gd":
+        return lambda x0: gd(x0, y, op, iters, step)
+    from metadip.classical.dncnn import shipped_denoiser  # weights loaded only when used
+
+    denoiser = shipped_denoiser(y.device, y.dtype)
+    weight = config.solver_weight
+    return lambda x0: red(x0, y, op, iters, step, weight, denoiser)
