@@ -92,6 +92,7 @@ def plot_curves(
     title: str = "",
     size: tuple[int, int] = (640, 420),
     colours: dict[str, RGB] | None = None,
+    x_label: str = "inner step (log scale)",
 ) -> Path:
     """Line plot of ``label -> [(step, value), ...]`` with a log-x axis, as PNG."""
     from PIL import Image, ImageDraw
@@ -102,7 +103,7 @@ def plot_curves(
     d = ImageDraw.Draw(img)
     x_max = max(n for v in curves.values() for n, _ in v)
     _panel(d, (60, 30, w - 20, h - 50), curves, _colours(list(curves), colours), title, x_max)
-    d.text((w // 2 - 60, h - 20), "inner step (log scale)", fill="black")
+    d.text((w // 2 - 60, h - 20), x_label, fill="black")
     return _save(img, path)
 
 

@@ -88,9 +88,45 @@ def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
     # The shipped Educated-DIP init denoises: better than its noisy input after 4 steps.
     assert edu["psnr"] > edu["psnr_input"] + 3
     assert rows[("cs:0.5", "educated")]["status"] == "skipped"
+    # Inpainting has its own shipped Educated-DIP init.
+    cfg = _cfg(
+        images, tmp_path / "i", tiny_init, tasks=["inpaint"], methods=["educated"], patches=1
+    )
+    (inp,) = evaluate.run_eval(cfg, log=lambda _: None)
+    assert inp["status"] == "ok" and "inpaint" in inp["init"]
     assert "--educated-init" in rows[("cs:0.5", "educated")]["reason"]
     dec = rows[("denoise:25", "decoder")]
     assert dec["status"] == "ok" and dec["steps"] == 1000 and dec["init"] == "decoder"
+
+
+def test_classical_methods(images, tiny_init, tmp_path):
+    path = tmp_path / "classical.safetensors"
+    network = {"solver": "gd", "solver_iters": 2, "solver_step": 0.5}
+    MetaInit.random(
+        3, width=8, depth=2, steps=4, kind="siren", num_fourier=0, network=network
+    ).save(path)
+    methods = ["meta-classical", "solver", "solver-converged"]
+    cfg = _cfg(
+        images,
+        tmp_path,
+        tiny_init,
+        tasks=["inpaint"],
+        methods=methods,
+        patches=1,
+        classical_init=str(path),
+        converged_iters=50,
+    )
+    rows = {r["method"]: r for r in evaluate.run_eval(cfg, log=lambda _: None)}
+    assert all(rows[m]["status"] == "ok" for m in methods), rows
+    assert rows["meta-classical"]["steps"] == 4
+    assert (rows["solver"]["steps"], rows["solver-converged"]["steps"]) == (2, 50)
+    # Gradient steps on the data term from Aᵀy only move the observed pixels toward y.
+    assert rows["solver-converged"]["psnr"] >= rows["solver"]["psnr"] - 1e-6
+    missing = _cfg(
+        images, tmp_path / "m", tiny_init, tasks=["inpaint"], methods=methods[:1], patches=1
+    )
+    (row,) = evaluate.run_eval(missing, log=lambda _: None)
+    assert row["status"] == "error" and "--classical-init" in row["error"]
 
 
 def test_samples_give_the_posterior_mean_and_a_std_panel(images, tiny_init, tmp_path):

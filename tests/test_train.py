@@ -20,7 +20,7 @@ from PIL import Image
 from metadip.api import reconstruct
 from metadip.cli import build_parser, main
 from metadip.init import MetaInit
-from metadip.operators import Denoise
+from metadip.operators import Denoise, Inpainting
 from metadip.train import TrainConfig, config_from_args, log_points, plot_curves
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,8 +109,9 @@ def test_short_run_outputs_and_init_loads_in_reconstruct(images, tmp_path):
     assert all(np.isfinite(r["val_meta"]) and np.isfinite(r["val_random"]) for r in vals)
     curves = next(r["curves"] for r in recs if "curves" in r)
     assert len(curves) == 2 and all([n for n, _ in c] == [1, 2, 3] for c in curves.values())
-    with Image.open(out / "convergence.png") as im:
-        assert im.size[0] > 100 and im.size[1] > 100
+    for plot in ("convergence.png", "validation.png"):
+        with Image.open(out / plot) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
     init = MetaInit.load(out / "init.safetensors")
     assert init.metadata["outer_step"] == 4 and init.steps == 2
     # The trained init moved away from the untrained one.
@@ -254,3 +255,30 @@ def test_siren_network_trains_a_metasiren_init(images, tmp_path, capsys):
     assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
     assert main(_args(images, tmp_path / "bad", network="unet")) == 2
     assert "network must be one of ('skip', 'siren', 'decoder')" in capsys.readouterr().err
+
+
+def test_classical_solver_init_meta_trains_and_reconstructs(images, tmp_path, capsys):
+    out = tmp_path / "classical"
+    solver = {"solver": "gd", "solver_iters": 2, "solver_step": 0.5}
+    args = _args(
+        images,
+        out,
+        outer_steps=2,
+        network="siren",
+        width=8,
+        depth=2,
+        inner_lr=0.01,
+        tasks="inpaint",
+        **solver,
+    )
+    assert main(args) == 0
+    init = MetaInit.load(out / "init.safetensors")
+    assert {k: getattr(init.config, k) for k in solver} == solver
+    x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = Inpainting(x.shape, ratio=0.5, seed=1)
+    rec = reconstruct(op.forward(x), op, init=out / "init.safetensors")
+    assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
+    with pytest.raises(ValueError, match="method 'maml'"):
+        TrainConfig(method="educated", solver="gd", solver_iters=1)
+    assert main(_args(images, tmp_path / "bad", solver="admm")) == 2
+    assert "solver must be one of" in capsys.readouterr().err

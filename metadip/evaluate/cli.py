@@ -68,6 +68,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--init", default=d.init, help="metadip: 'default' or an init file")
     p.add_argument("--siren-init", default=None, help="metasiren: a SIREN init file")
     p.add_argument(
+        "--classical-init",
+        default=None,
+        help="meta-classical / solver / solver-converged: an init with a classical solver",
+    )
+    p.add_argument(
         "--educated-init",
         default=None,
         help="educated: an Educated-DIP init file (default: the shipped denoising one)",
@@ -118,6 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out=args.out,
         init=args.init,
         siren_init=args.siren_init,
+        classical_init=args.classical_init,
         educated_init=args.educated_init,
         steps=args.steps or 50,
         samples=args.samples,

@@ -38,6 +38,9 @@ METHODS = (
     "dip1000",
     "decoder",
     "metasiren",
+    "meta-classical",
+    "solver",
+    "solver-converged",
     "bm3d",
     "admm-bm3d",
     "deepinv-dip",
@@ -64,6 +67,8 @@ class EvalConfig:
     out: str = "eval-out"
     init: str = "default"
     siren_init: str | None = None
+    classical_init: str | None = None
+    converged_iters: int = 300  # solver-converged: the plain solver's iterations
     educated_init: str | None = None
     steps: int = 50
     samples: int = 1
@@ -123,6 +128,9 @@ class Runner:
             "educated": self._educated,
             "decoder": self._decoder,
             "metasiren": self._metasiren,
+            "meta-classical": self._meta_classical,
+            "solver": lambda *a, **k: self._solver(*a, converged=False, **k),
+            "solver-converged": lambda *a, **k: self._solver(*a, converged=True, **k),
             "bm3d": self._bm3d,
             "admm-bm3d": self._admm,
             "deepinv-dip": self._deepinv,
@@ -181,16 +189,16 @@ class Runner:
         return self._fit(x, op, y, seed, self.cfg.init, self.cfg.steps, warmup)
 
     def _educated(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
-        from metadip.init import MetaInit, default_init_path
+        from metadip.init import TASK_DEFAULTS, MetaInit, default_init_path
 
         path = self.cfg.educated_init
         if path is None:
-            if spec.task != "denoise":
+            if spec.task not in TASK_DEFAULTS:
                 raise NotApplicable(
                     f"no Educated-DIP init ships for {spec.task}; pass --educated-init PATH "
                     "(from `metadip train --method educated`)"
                 )
-            path = str(default_init_path("denoise"))
+            path = str(default_init_path(spec.task))
         init = MetaInit.load(path)
         if not init.config.guided:
             raise ValueError(f"--educated-init {path} is not an Educated-DIP (image-input) init")
@@ -211,6 +219,40 @@ class Runner:
                 f"--siren-init {path} holds a {init.config.kind!r} network, expected 'siren'"
             )
         return self._fit(x, op, y, seed, init, self.cfg.steps, warmup)
+
+    def _classical_init(self):
+        from metadip.init import MetaInit
+
+        path = self.cfg.classical_init
+        if path is None:
+            raise FileNotFoundError(
+                "meta-classical, solver and solver-converged need --classical-init PATH: an "
+                "init file with a classical solver (e.g. from `metadip train --config "
+                "configs/classical_inpaint.toml`); none was given"
+            )
+        init = MetaInit.load(path)
+        if init.config.solver == "none":
+            raise ValueError(f"--classical-init {path} has no classical solver (solver 'none')")
+        return init
+
+    def _meta_classical(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
+        return self._fit(x, op, y, seed, self._classical_init(), self.cfg.steps, warmup)
+
+    def _solver(self, spec, x, op, y, seed, *, converged: bool, warmup: bool = False) -> Outcome:
+        """The classical init's solver alone, started from ``Aᵀy``: as many iterations as
+        the meta-learned one runs, or ``converged_iters``."""
+        from dataclasses import replace
+
+        from metadip.classical import check_solver_operator, solver_for
+
+        config = self._classical_init().config
+        check_solver_operator(op)
+        iters = self.cfg.converged_iters if converged else config.solver_iters
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            solve = solver_for(replace(config, solver_iters=iters), op, y[None])
+            image = solve(op.adjoint(y)[None])[0].clamp(0, 1)
+        return Outcome(image, time.perf_counter() - t0, iters)
 
     # classical baselines
     def _bm3d(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:

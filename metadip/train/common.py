@@ -18,6 +18,7 @@ from metadip.loop import fit
 from metadip.losses import check_loss
 from metadip.metrics import PsnrTrack, psnr
 from metadip.operators import moved
+from metadip.plots import plot_curves
 from metadip.train.config import CKPT_FORMAT, RESUMABLE, TrainConfig
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "evaluate",
     "log_points",
     "open_run",
+    "plot_validation",
     "psnr_curve",
     "start_session",
     "val_tasks",
@@ -121,6 +123,20 @@ class TrainResult:
     interrupted: bool = False
 
 
+def plot_validation(records: list[dict], path: Path) -> Path | None:
+    """``validation.png``: every ``val_*`` PSNR of the log against the outer step (log-x;
+    step 0 is left out), or None before the first validation after step 0."""
+    keys = sorted({k for r in records for k in r if k.startswith("val_")})
+    curves = {
+        k: [(int(r["step"]), float(r[k])) for r in records if k in r and r["step"] > 0]
+        for k in keys
+    }
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    return plot_curves(path, curves, "validation PSNR (dB)", x_label="outer step (log scale)")
+
+
 @dataclass
 class Run:
     """An output folder being trained into: its paths, the checkpoint being resumed
@@ -148,13 +164,21 @@ class Run:
         return self.out / "convergence.png"
 
     @property
+    def validation_plot_path(self) -> Path:
+        return self.out / "validation.png"
+
+    @property
     def start(self) -> int:
         return int(self.checkpoint["step"]) if self.checkpoint else 0
 
     def log(self, rec: dict) -> None:
+        """Appends ``rec`` to the log; a validation record also redraws ``validation.png``
+        (validation PSNR vs outer step), so the plot on disk is never behind the log."""
         self.records.append(rec)
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if any(k.startswith("val_") for k in rec):
+            plot_validation(self.records, self.validation_plot_path)
 
     def save(self, state: dict) -> None:
         """Writes the checkpoint: ``state`` (step, tensors, optimizer, RNG) plus the config."""

@@ -10,7 +10,7 @@ from typing import Any
 from metadip.losses import LOSSES as INNER_LOSSES
 from metadip.losses import SURE_TASKS
 from metadip.meta import LOSSES, MODES
-from metadip.networks import KINDS
+from metadip.networks import KINDS, NetConfig
 from metadip.rules import RULES as UPDATE_RULES
 from metadip.tasks import TRAIN_TASKS
 
@@ -85,6 +85,11 @@ class TrainConfig:
     width: int = 32
     depth: int = 4
     num_fourier: int = 16
+    # a classical solver after the network (metadip.classical): "none", "gd" or "red"
+    solver: str = "none"
+    solver_iters: int = 0
+    solver_step: float = 1.0
+    solver_weight: float = 0.0
     # inner loop (initial values of the learned hyper-parameters)
     steps: int = 10
     rule: str = ""
@@ -137,6 +142,9 @@ class TrainConfig:
             raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
         if self.inner_loss not in INNER_LOSSES:
             raise ValueError(f"inner_loss must be one of {INNER_LOSSES}, got {self.inner_loss!r}")
+        if self.method == "educated" and self.solver != "none":
+            raise ValueError("a classical solver is meta-trained with method 'maml'")
+        NetConfig(**self.solver_options)  # the solver's own checks, before any work
         if self.method == "educated" and self.network != "skip":
             raise ValueError(f"method 'educated' trains the skip network, not a {self.network}")
         if self.val_patch < 0:
@@ -180,6 +188,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    @property
+    def solver_options(self) -> dict[str, Any]:
+        """The ``NetConfig`` fields of the classical solver (``metadip.classical``)."""
+        return {
+            "solver": self.solver,
+            "solver_iters": self.solver_iters,
+            "solver_step": self.solver_step,
+            "solver_weight": self.solver_weight,
+        }
 
     def outer_lr_at(self, step: int) -> float:
         """The outer learning rate at outer step ``step`` (1-based): constant, or cosine

@@ -49,6 +49,7 @@ def _initial(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         fourier_scale=cfg.fourier_scale,
         kind=cfg.network,
         dtype=dtype,
+        network=cfg.solver_options,
     )
 
 
@@ -87,6 +88,7 @@ def _random_baseline(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         num_fourier=_fourier(cfg),
         kind=cfg.network,
         dtype=dtype,
+        network=cfg.solver_options,
     )
 
 
