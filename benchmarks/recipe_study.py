@@ -189,7 +189,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
     curve: dict[str, float] = {}
     if 0 in steps:  # the initialization's own image, before any step
         guide = guide_input(init.config, op, y[None]) if init.config.guided else None
-        params, hyper = prepare(init, tuple(x.shape), guide=guide)
+        params, hyper = prepare(init, tuple(x.shape), guide=guide, problem=(op, y[None]))
         with torch.no_grad():
             curve["0"] = psnr(output(params, hyper)[0].clamp(0, 1), x)
         steps = [n for n in steps if n > 0]
