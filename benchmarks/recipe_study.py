@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 import metadip
-from metadip import baselines
+from metadip import denoisers
 from metadip.data import load_images
 from metadip.evaluate import cell_seed, parse_task
 from metadip.guide import guide_input
@@ -183,7 +183,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
         return {"psnr": {"0": psnr(y.clamp(0, 1), x)}, "seconds": 0.0}
     if method == "bm3d":
         t0 = time.perf_counter()
-        img = baselines.bm3d_denoise(y, spec.sigma / 255)
+        img = denoisers.bm3d_denoise(y, spec.sigma / 255)
         return {"psnr": {"0": psnr(img.clamp(0, 1), x)}, "seconds": time.perf_counter() - t0}
     init = _method_init(method, x.shape[0], 0, op.task)
     curve: dict[str, float] = {}

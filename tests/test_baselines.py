@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metadip import baselines, io
+from metadip import baselines, denoisers, io
 from metadip.metrics import psnr
 from metadip.tasks import make_operator
 
@@ -21,7 +21,7 @@ def _problem(task: str, size: int = 32, ratio: float = 0.5, seed: int = 3):
 def test_bm3d_beats_noisy_input():
     pytest.importorskip("bm3d", reason="the bm3d baseline is an optional extra (baselines)")
     x, op, y = _problem("denoise")
-    out = baselines.bm3d_denoise(y, 25 / 255)
+    out = denoisers.bm3d_denoise(y, 25 / 255)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert psnr(out, x) > psnr(y.clamp(0, 1), x) + 3
 
@@ -30,7 +30,7 @@ def test_bm3d_beats_noisy_input():
 def test_pnp_admm_beats_back_projection_linear(task):
     x, op, y = _problem(task)
     start = baselines.start_point(y[None], op)[0]
-    outs = baselines.pnp_admm(y, op, baselines.gaussian_denoiser(), 25.0, 0.5, 8, record=[2])
+    outs = baselines.pnp_admm(y, op, denoisers.gaussian_denoiser(), 25.0, 0.5, 8, record=[2])
     assert set(outs) == {2, 8}
     assert outs[8].shape == x.shape
     assert psnr(outs[8], x) > psnr(start, x) + 1
@@ -39,7 +39,7 @@ def test_pnp_admm_beats_back_projection_linear(task):
 def test_pnp_admm_beats_start_phase_retrieval():
     x, op, y = _problem("pr", ratio=0.5)
     start = baselines.start_point(y[None], op)[0]
-    out = baselines.pnp_admm(y, op, baselines.gaussian_denoiser(), 25.0, 0.5, 8)[8]
+    out = baselines.pnp_admm(y, op, denoisers.gaussian_denoiser(), 25.0, 0.5, 8)[8]
     assert psnr(out, x) > psnr(start, x) + 3
 
 
@@ -47,7 +47,7 @@ def test_pnp_admm_with_bm3d_beats_back_projection():
     pytest.importorskip("bm3d", reason="the bm3d baseline is an optional extra (baselines)")
     x, op, y = _problem("cs", ratio=0.5)
     start = baselines.start_point(y[None], op)[0]
-    out = baselines.pnp_admm(y, op, baselines.bm3d_denoiser(), 50.0, 0.5, 4)[4]
+    out = baselines.pnp_admm(y, op, denoisers.bm3d_denoiser(), 50.0, 0.5, 4)[4]
     assert psnr(out, x) > psnr(start, x) + 3
 
 
@@ -90,7 +90,7 @@ def test_grid_search_rejects_missing_iters_and_all_nan():
 
 def test_pnp_admm_argument_errors():
     x, op, y = _problem("cs")
-    den = baselines.gaussian_denoiser()
+    den = denoisers.gaussian_denoiser()
     with pytest.raises(ValueError, match="rho > 0"):
         baselines.pnp_admm(y, op, den, 25.0, 0.0, 4)
     with pytest.raises(ValueError, match="record must lie"):
@@ -121,22 +121,34 @@ def test_user_denoiser_module_and_weights(tmp_path):
     src.write_text(USER_DENOISER)
     weights = tmp_path / "shrink.pth"
     torch.save({"keep": torch.tensor(0.25)}, weights)
-    den = baselines.load_denoiser(f"{src}:Shrink", weights)
+    den = denoisers.load_denoiser(f"{src}:Shrink", weights)
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     out = den(x, 0.1)  # a module without a sigma argument is called as den(x)
     mean = x.mean(dim=(-2, -1), keepdim=True)
     assert torch.allclose(out, mean + 0.25 * (x - mean))
     with pytest.raises(FileNotFoundError, match="weights"):
-        baselines.load_denoiser(f"{src}:Shrink", tmp_path / "missing.pth")
+        denoisers.load_denoiser(f"{src}:Shrink", tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="module:attr"):
-        baselines.load_denoiser("no-colon")
+        denoisers.load_denoiser("no-colon")
     with pytest.raises(AttributeError, match="Nope"):
-        baselines.load_denoiser(f"{src}:Nope")
+        denoisers.load_denoiser(f"{src}:Nope")
 
 
 def test_missing_bm3d_is_a_clear_error(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "bm3d", None)  # makes `import bm3d` fail
-    with pytest.raises(baselines.BaselineUnavailable, match="metadip\\[baselines\\]"):
-        baselines.bm3d_denoise(torch.rand(3, 16, 16), 0.1)
+    with pytest.raises(denoisers.BaselineUnavailable, match="metadip\\[baselines\\]"):
+        denoisers.bm3d_denoise(torch.rand(3, 16, 16), 0.1)
+
+
+def test_shipped_dncnn_denoises_and_takes_no_weights(tmp_path):
+    x = io.bundled_patch("astronaut", 48)
+    noisy = x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    den = denoisers.load_denoiser("dncnn")
+    out = den(noisy[None], 25 / 255)[0]
+    assert out.shape == x.shape and psnr(out.clamp(0, 1), x) > psnr(noisy.clamp(0, 1), x) + 5
+    gray = den(noisy.mean(dim=0, keepdim=True)[None], 25 / 255)
+    assert gray.shape == (1, 1, 48, 48)
+    with pytest.raises(ValueError, match="no weights file"):
+        denoisers.load_denoiser("dncnn", tmp_path / "w.pth")

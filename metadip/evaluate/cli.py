@@ -94,7 +94,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--denoiser",
         default=d.denoiser,
-        help="PnP-ADMM denoiser: bm3d, gaussian, or module:attr / file.py:attr (your own)",
+        help="PnP-ADMM denoiser: bm3d, gaussian, dncnn (shipped), or module:attr / file.py:attr",
     )
     p.add_argument("--denoiser-weights", default=None, help="state_dict for --denoiser")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metadip import baselines, io
+from metadip import baselines, denoisers, io
 from metadip.evaluate.problems import cell_seed, default_split, load_patches
 from metadip.metrics import PsnrTrack, psnr
 from metadip.operators import Operator
@@ -106,7 +106,7 @@ class Runner:
         self.cfg = cfg
         self.warm: set[tuple[str, str]] = set()
         self.tuned: dict[str, dict[str, Any]] = {}
-        self._denoiser: baselines.Denoiser | None = None
+        self._denoiser: denoisers.Denoiser | None = None
         self.notices: list[str] = []
         self.tuning_path = Path(cfg.out) / "admm_tuning.json"
         if self.tuning_path.is_file():
@@ -259,12 +259,12 @@ class Runner:
         if spec.task != "denoise":
             raise NotApplicable("bm3d denoises; for other tasks see admm-bm3d")
         t0 = time.perf_counter()
-        out = baselines.bm3d_denoise(y, spec.sigma / 255)
+        out = denoisers.bm3d_denoise(y, spec.sigma / 255)
         return Outcome(out, time.perf_counter() - t0, 1)
 
-    def denoiser(self) -> baselines.Denoiser:
+    def denoiser(self) -> denoisers.Denoiser:
         if self._denoiser is None:
-            self._denoiser = baselines.load_denoiser(self.cfg.denoiser, self.cfg.denoiser_weights)
+            self._denoiser = denoisers.load_denoiser(self.cfg.denoiser, self.cfg.denoiser_weights)
         return self._denoiser
 
     def _tuning_key(self, spec: TaskSpec) -> str:

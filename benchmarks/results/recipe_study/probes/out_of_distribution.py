@@ -20,7 +20,7 @@ import skimage.data
 import torch
 
 import metadip
-from metadip.baselines import bm3d_denoise
+from metadip.denoisers import bm3d_denoise
 from metadip.init import MetaInit
 
 torch.set_num_threads(1)
