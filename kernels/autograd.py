@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from metadip.autodiff import Primitives, function
+from metadip.autodiff import differentiable
 
 from . import cmeasure, fourier, tv
 
@@ -32,21 +32,18 @@ def _cm_meas(x, ar, ai, seed: int, m: int, scale: float) -> tuple[Tensor, Tensor
     return cmeasure.linear(x, ar, ai, seed, m, True, scale, magnitude=True)
 
 
-# The backward formulas call the differentiable primitives of this table, filled below
-# with the Functions' apply (and the first-order fused phase adjoint).
-TABLE = Primitives(*([None] * 8))  # type: ignore[arg-type]
-_RAW = {
-    "tv_fwd": _tv_fwd,
-    "tv_hvp": tv.tv_hvp,
-    "cm_lin": _cm_lin,
-    "cm_adj": cmeasure.adjoint,
-    "cm_meas": _cm_meas,
-    "ff_fwd": fourier.fourier_forward,
-    "ff_bwd": fourier.fourier_backward,
-}
-for _name, _raw in _RAW.items():
-    setattr(TABLE, _name, function(_name, _raw, TABLE).apply)
-TABLE.cm_adj_phase = cmeasure.adjoint_phase
+TABLE = differentiable(
+    {
+        "tv_fwd": _tv_fwd,
+        "tv_hvp": tv.tv_hvp,
+        "cm_lin": _cm_lin,
+        "cm_adj": cmeasure.adjoint,
+        "cm_meas": _cm_meas,
+        "ff_fwd": fourier.fourier_forward,
+        "ff_bwd": fourier.fourier_backward,
+    },
+    cm_adj_phase=cmeasure.adjoint_phase,
+)
 
 
 def tv_value(x: Tensor, eps: float = 1e-6) -> Tensor:

@@ -21,7 +21,7 @@ Depends on torch and ``metadip.reference`` only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from metadip.reference import fourier_double_backward, phase_weights
 
-__all__ = ["FORMULAS", "Primitives", "function", "register"]
+__all__ = ["FORMULAS", "Primitives", "differentiable", "function", "register"]
 
 Setup = Callable[[Any, tuple, Any], None]
 Backward = Callable[..., tuple]
@@ -229,3 +229,20 @@ def function(name: str, forward: Callable[..., Any], table: Primitives) -> type:
             "backward": staticmethod(backward(table)),
         },
     )
+
+
+def differentiable(
+    raw: dict[str, Callable[..., Any]], cm_adj_phase: Callable[..., Any]
+) -> Primitives:
+    """A backend's ``Primitives`` from its raw (non-differentiable) kernels, one per name
+    of ``FORMULAS``: each becomes a ``function`` whose backward calls the returned table,
+    so every order of derivative stays on the backend. ``cm_adj_phase`` is first-order
+    only and is used as it is."""
+    if set(raw) != set(FORMULAS):
+        raise ValueError(f"raw kernels must be exactly {sorted(FORMULAS)}, got {sorted(raw)}")
+    # The Functions' backward passes close over the table, so it exists before its entries.
+    table = Primitives(**dict.fromkeys(f.name for f in fields(Primitives)))
+    for name, forward in raw.items():
+        setattr(table, name, function(name, forward, table).apply)
+    table.cm_adj_phase = cm_adj_phase
+    return table
