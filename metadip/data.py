@@ -215,8 +215,9 @@ class TaskSampler:
     """Builds meta-training tasks ``(x, op, y)`` from clean patches.
 
     ``tasks``: ``name -> probability`` over ``"denoise"``, ``"cs"``, ``"pr"``,
-    ``"inpaint"``; ``sigma``: noise std range on the 0-255 scale, drawn uniformly per
-    task; ``ratio``: m/n range for cs / pr, the observed fraction for inpaint (a fresh
+    ``"inpaint"``, ``"blur"`` (the evaluation's 9×9 Gaussian kernel of std 2);
+    ``sigma``: noise std range on the 0-255 scale, drawn uniformly per task;
+    ``ratio``: m/n range for cs / pr, the observed fraction for inpaint (a fresh
     random-pixel mask per task). Random operators get a seed drawn from the
     generator, so a task is reproducible from the generator state.
     """

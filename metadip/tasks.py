@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_TASKS", "TASKS", "TRAIN_TASKS", "TaskSpec", "make_operator",
 
 TASKS = ("denoise", "cs", "pr", "inpaint", "blur", "sr")
 # What meta-training and Educated-DIP pretraining can sample.
-TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint")
+TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint", "blur")
 DEFAULT_TASKS = (
     "denoise:15",
     "denoise:25",

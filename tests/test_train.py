@@ -278,6 +278,21 @@ def test_classical_solver_init_meta_trains_and_reconstructs(images, tmp_path, ca
     op = Inpainting(x.shape, ratio=0.5, seed=1)
     rec = reconstruct(op.forward(x), op, init=out / "init.safetensors")
     assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
+    # RED with the shipped DnCNN, on the deblurring task.
+    red = {"solver": "red", "solver_iters": 1, "solver_step": 0.5, "solver_weight": 1.0}
+    args = _args(
+        images,
+        tmp_path / "red",
+        outer_steps=1,
+        network="siren",
+        width=8,
+        depth=2,
+        inner_lr=0.01,
+        tasks="blur",
+        **red,
+    )
+    assert main(args) == 0
+    assert MetaInit.load(tmp_path / "red" / "init.safetensors").config.solver == "red"
     with pytest.raises(ValueError, match="method 'maml'"):
         TrainConfig(method="educated", solver="gd", solver_iters=1)
     assert main(_args(images, tmp_path / "bad", solver="admm")) == 2
