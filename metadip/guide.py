@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from metadip.networks import NetConfig
+from metadip.operators import require_linear
 
 __all__ = ["check_guide_operator", "coverage", "guide_input", "noise_levels"]
 
@@ -33,12 +34,13 @@ def coverage(op: Any, like: Tensor) -> Tensor:
 
 def check_guide_operator(op: Any) -> None:
     """Raises unless ``op`` has an adjoint, which an Educated-DIP guide ``Aᵀy`` needs."""
-    if not getattr(op, "linear", False):
-        raise ValueError(
-            f"this initialization takes the operator's adjoint of y (A^T y) as its network "
-            f"input (Educated DIP), but {type(op).__name__} is not linear; use an init with "
-            "a noise input (e.g. init='random' or the MetaDIP default) for this operator"
-        )
+    require_linear(
+        op,
+        "this initialization takes the operator's adjoint of y (A^T y) as its network "
+        "input (Educated DIP)",
+        "use an init with a noise input (e.g. init='random' or the MetaDIP default) for "
+        "this operator",
+    )
 
 
 def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:

@@ -20,7 +20,8 @@ from PIL import Image
 from metadip.api import reconstruct
 from metadip.cli import build_parser, main
 from metadip.init import MetaInit
-from metadip.operators import Denoise, Inpainting
+from metadip.operators import Denoise
+from metadip.tasks import make_operator
 from metadip.train import TrainConfig, config_from_args, log_points, plot_curves
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,9 +258,16 @@ def test_siren_network_trains_a_metasiren_init(images, tmp_path, capsys):
     assert "network must be one of ('skip', 'siren', 'decoder')" in capsys.readouterr().err
 
 
-def test_classical_solver_init_meta_trains_and_reconstructs(images, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "task, solver",
+    [
+        ("inpaint", {"solver": "gd", "solver_iters": 2, "solver_step": 0.5}),
+        # RED with the shipped DnCNN, on the deblurring task.
+        ("blur", {"solver": "red", "solver_iters": 1, "solver_step": 0.5, "solver_weight": 1.0}),
+    ],
+)
+def test_classical_solver_init_meta_trains_and_reconstructs(images, tmp_path, task, solver):
     out = tmp_path / "classical"
-    solver = {"solver": "gd", "solver_iters": 2, "solver_step": 0.5}
     args = _args(
         images,
         out,
@@ -268,31 +276,19 @@ def test_classical_solver_init_meta_trains_and_reconstructs(images, tmp_path, ca
         width=8,
         depth=2,
         inner_lr=0.01,
-        tasks="inpaint",
+        tasks=task,
         **solver,
     )
     assert main(args) == 0
     init = MetaInit.load(out / "init.safetensors")
     assert {k: getattr(init.config, k) for k in solver} == solver
     x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
-    op = Inpainting(x.shape, ratio=0.5, seed=1)
+    op = make_operator(task, x.shape, ratio=0.5, seed=1)
     rec = reconstruct(op.forward(x), op, init=out / "init.safetensors")
     assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
-    # RED with the shipped DnCNN, on the deblurring task.
-    red = {"solver": "red", "solver_iters": 1, "solver_step": 0.5, "solver_weight": 1.0}
-    args = _args(
-        images,
-        tmp_path / "red",
-        outer_steps=1,
-        network="siren",
-        width=8,
-        depth=2,
-        inner_lr=0.01,
-        tasks="blur",
-        **red,
-    )
-    assert main(args) == 0
-    assert MetaInit.load(tmp_path / "red" / "init.safetensors").config.solver == "red"
+
+
+def test_classical_solver_options_are_checked(images, tmp_path, capsys):
     with pytest.raises(ValueError, match="method 'maml'"):
         TrainConfig(method="educated", solver="gd", solver_iters=1)
     assert main(_args(images, tmp_path / "bad", solver="admm")) == 2

@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor
 
 from metadip.networks import NetConfig
+from metadip.operators import require_linear
 
 __all__ = ["Denoiser", "check_solver_operator", "gd", "red", "solver_for"]
 
@@ -28,12 +29,12 @@ Denoiser = Callable[[Tensor], Tensor]
 
 def check_solver_operator(op: Any) -> None:
     """Raises unless ``op`` has an adjoint, which the data term's gradient needs."""
-    if not getattr(op, "linear", False):
-        raise ValueError(
-            f"a classical-solver init runs gradient steps on ‖A x − y‖², which need the "
-            f"operator's adjoint, but {type(op).__name__} is not linear; use a DIP init "
-            "(e.g. init='default' or 'random') for this operator"
-        )
+    require_linear(
+        op,
+        "a classical-solver init runs gradient steps on ‖A x − y‖², which need the "
+        "operator's adjoint",
+        "use a DIP init (e.g. init='default' or 'random') for this operator",
+    )
 
 
 def _check(iters: int, step: float) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Operator", "Shape"]
+__all__ = ["Operator", "Shape", "require_linear"]
 
 Shape = tuple[int, ...]
 
@@ -127,3 +127,10 @@ def _randn_like(t: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.randn_like(t)
     dev = generator.device
     return torch.randn(t.shape, generator=generator, dtype=t.dtype, device=dev).to(t.device)
+
+
+def require_linear(op: object, needs: str, instead: str) -> None:
+    """Raises ``ValueError`` unless ``op`` is linear (has an adjoint): ``needs`` says what
+    wanted the adjoint, ``instead`` what to use for a non-linear operator."""
+    if not getattr(op, "linear", False):
+        raise ValueError(f"{needs}, but {type(op).__name__} is not linear; {instead}")
