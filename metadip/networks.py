@@ -60,8 +60,8 @@ class NetConfig:
     ``norm``: ``"instance"`` (per image and channel statistics) or ``"none"``.
     ``solver``: ``"none"``, or a classical solver the network's output starts
     (``metadip.classical``): ``"gd"`` (gradient descent on ‖A x − y‖²) or ``"red"``
-    (RED with the shipped DnCNN), ``solver_iters`` steps of size ``solver_step``, RED's
-    denoiser weight ``solver_weight``.
+    (RED with the shipped DnCNN), ``solver_iters`` steps of size ``solver_step / ‖AᵀA‖``,
+    RED's denoiser weight ``solver_weight``.
     """
 
     kind: str = "skip"

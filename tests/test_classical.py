@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import metadip
-from metadip.classical import gd, red
+from metadip.classical import gd, red, solver_for
 from metadip.classical.dncnn import DnCNN
 from metadip.init import MetaInit
 from metadip.meta import meta_gradient
 from metadip.networks import NetConfig
-from metadip.operators import Blur, CompressiveSensing, Inpainting, PhaseRetrieval
+from metadip.operators import Blur, CompressiveSensing, Inpainting, PhaseRetrieval, gram_norm
 
 F64 = torch.float64
 
@@ -104,3 +104,21 @@ def test_solver_init_round_trips_through_a_file(tmp_path):
     init = _siren(solver="red", iters=3, step=0.25, solver_weight=0.1)
     loaded = MetaInit.load(init.save(tmp_path / "c.safetensors"))
     assert loaded.config == init.config and loaded.config.solver == "red"
+
+
+def test_gram_norm_and_steps_relative_to_it():
+    # ‖AᵀA‖ of a dense matrix is its largest squared singular value.
+    op = CompressiveSensing((1, 8, 8), 0.25, seed=6).to(dtype=F64)
+    like = torch.zeros(2, 1, 8, 8, dtype=F64)
+    top = torch.linalg.matrix_norm(op.matrix.reshape(-1, 64), ord=2) ** 2
+    assert torch.allclose(gram_norm(op, like, iters=200), top.expand(2), rtol=1e-6)
+    mask = Inpainting((1, 8, 8), ratio=0.5, seed=0).to(dtype=F64)
+    assert torch.allclose(gram_norm(mask, like), torch.ones(2, dtype=F64))
+    # The init's step is in units of 1/‖AᵀA‖: the same init converges on CS, where the
+    # absolute step would diverge (‖AᵀA‖ ≈ 9 here).
+    y = op.forward(torch.rand(1, 8, 8, dtype=F64))[None]
+    solve = solver_for(NetConfig(solver="gd", solver_iters=30, solver_step=1.0), op, y)
+    x0 = torch.zeros(1, 1, 8, 8, dtype=F64)
+    residual = (op.forward(solve(x0)) - y).norm()
+    assert residual < 0.5 * (op.forward(x0) - y).norm()
+    assert (op.forward(gd(x0, y, op, 30, 1.0)) - y).norm() > 1e3 * residual

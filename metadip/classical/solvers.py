@@ -9,6 +9,8 @@ coordinates) used as the solver's starting point, and both the inner fit (the da
 ``red``: K steps of RED (regularization by denoising, Romano et al.),
 ``x ← x − η (Aᵀ(A x − y) + λ (x − D(x)))``, with a denoiser D (``metadip.classical.dncnn``).
 
+In an init (``NetConfig.solver_step``) the step is in units of ``1 / ‖AᵀA‖``
+(``operators.gram_norm``, per problem), so one init is stable on any linear operator.
 Both need a linear operator. Shapes: ``x0`` ``(B, C, H, W)``, ``y`` ``(B, *op.out_shape)``.
 """
 
@@ -17,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from metadip.networks import NetConfig
-from metadip.operators import require_linear
+from metadip.operators import gram_norm, require_linear
 
 __all__ = ["Denoiser", "check_solver_operator", "gd", "red", "solver_for"]
 
@@ -37,15 +40,16 @@ def check_solver_operator(op: Any) -> None:
     )
 
 
-def _check(iters: int, step: float) -> None:
+def _check(iters: int, step: float | Tensor) -> None:
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"solver iterations must be an integer >= 0, got {iters!r}")
-    if not step > 0:
+    if not bool(torch.all(torch.as_tensor(step) > 0)):
         raise ValueError(f"the solver step must be > 0, got {step}")
 
 
-def gd(x0: Tensor, y: Tensor, op: Any, iters: int, step: float) -> Tensor:
-    """``iters`` gradient steps ``x ← x − step · Aᵀ(A x − y)`` from ``x0``: ``(B, C, H, W)``."""
+def gd(x0: Tensor, y: Tensor, op: Any, iters: int, step: float | Tensor) -> Tensor:
+    """``iters`` gradient steps ``x ← x − step · Aᵀ(A x − y)`` from ``x0``: ``(B, C, H, W)``;
+    ``step`` a float or one per item ``(B, 1, 1, 1)``."""
     _check(iters, step)
     check_solver_operator(op)
     x = x0
@@ -55,7 +59,13 @@ def gd(x0: Tensor, y: Tensor, op: Any, iters: int, step: float) -> Tensor:
 
 
 def red(
-    x0: Tensor, y: Tensor, op: Any, iters: int, step: float, weight: float, denoiser: Denoiser
+    x0: Tensor,
+    y: Tensor,
+    op: Any,
+    iters: int,
+    step: float | Tensor,
+    weight: float,
+    denoiser: Denoiser,
 ) -> Tensor:
     """``iters`` RED steps ``x ← x − step · (Aᵀ(A x − y) + weight · (x − D(x)))`` from
     ``x0``: ``(B, C, H, W)``."""
@@ -74,7 +84,12 @@ def solver_for(config: NetConfig, op: Any, y: Tensor) -> Callable[[Tensor], Tens
     if config.solver == "none":
         return None
     check_solver_operator(op)
-    iters, step = config.solver_iters, config.solver_step
+    # The configured step is in units of 1 / ‖AᵀA‖, so one init is stable on any operator
+    # (a mask has norm 1; Gaussian CS at m/n = 1/4 about 9).
+    with torch.no_grad():
+        norm = gram_norm(op, op.adjoint(y))
+    step = config.solver_step / norm.view(-1, 1, 1, 1)
+    iters = config.solver_iters
     if config.solver == "gd":
         return lambda x0: gd(x0, y, op, iters, step)
     from metadip.classical.dncnn import shipped_denoiser  # weights loaded only when used

@@ -11,7 +11,7 @@ match are errors, never broadcasts. Random operators are fully determined by
 (shape, ratio, seed, dtype, device), so they can be rebuilt instead of stored.
 """
 
-from metadip.operators.base import Operator, require_linear
+from metadip.operators.base import Operator, gram_norm, require_linear
 from metadip.operators.images import Blur, Denoise, Inpainting, SuperResolution
 from metadip.operators.matrix import STORAGES, CompressiveSensing, PhaseRetrieval
 from metadip.operators.wrappers import LinearOperator, PhysicsAdapter, Stacked, as_operator, moved
@@ -29,6 +29,7 @@ __all__ = [
     "Stacked",
     "SuperResolution",
     "as_operator",
+    "gram_norm",
     "moved",
     "require_linear",
 ]

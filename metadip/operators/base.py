@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Operator", "Shape", "require_linear"]
+__all__ = ["Operator", "Shape", "gram_norm", "require_linear"]
 
 Shape = tuple[int, ...]
 
@@ -134,3 +134,19 @@ def require_linear(op: object, needs: str, instead: str) -> None:
     wanted the adjoint, ``instead`` what to use for a non-linear operator."""
     if not getattr(op, "linear", False):
         raise ValueError(f"{needs}, but {type(op).__name__} is not linear; {instead}")
+
+
+def gram_norm(op: object, like: Tensor, iters: int = 20) -> Tensor:
+    """``‖AᵀA‖`` of a linear operator per item of ``like`` ``(B, *in_shape)``, ``(B,)``, by
+    ``iters`` power iterations from a seeded start (no graph): the Lipschitz constant of
+    the data term's gradient, so ``1 / gram_norm`` is the largest safe gradient step
+    (1 for a mask, ≤ 1 for a normalized blur, about (1 + √(n/m))² for Gaussian CS)."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like)
+    with torch.no_grad():
+        for _ in range(iters):
+            v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (v.dim() - 1))
+            w = op.adjoint(op.forward(v))
+            lam = (w * v).flatten(1).sum(dim=1)
+            v = w
+    return lam.clamp_min(1e-12)
