@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from metadip.losses import LOSSES
@@ -243,7 +243,9 @@ class MetaInit:
         }
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}
         tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=header)
+        # Written through open() so the file gets the user's umask (safetensors' own
+        # save_file creates it readable by the owner only).
+        tmp.write_bytes(save(tensors, metadata=header))
         tmp.replace(path)
         return path
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 
 import pytest
 import torch
@@ -162,3 +164,12 @@ def test_shipped_task_default_loads_with_its_provenance(task):
     tune = meta["fine_tune"]
     expect = init.with_rates(tune["lr"], tune.get("schedule", "constant"), tune["steps"])
     assert torch.allclose(init.log_lr, expect.log_lr)
+
+
+def test_saved_file_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = tiny_init().save(tmp_path / "shared.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 __all__ = ["DNCNN_NAME", "DnCNN", "shipped_denoiser", "train_dncnn"]
@@ -148,7 +148,7 @@ def train_dncnn(
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out), metadata=meta)
+    out.write_bytes(save({k: v.contiguous() for k, v in net.state_dict().items()}, metadata=meta))
     print(f"wrote {out}: validation PSNR {val_psnr:.2f} dB at σ = 25")
     return out
 
