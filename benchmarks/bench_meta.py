@@ -22,8 +22,9 @@ import torch
 from benchmarks.conftest import environment, matmul_rate, step_flops
 from metadip.init import load_init
 from metadip.inner import init_state, prepare, step
-from metadip.meta import meta_gradient, plan
+from metadip.meta import meta_gradient
 from metadip.operators import Denoise
+from metadip.planning import plan
 
 SIZE = 128
 THREADS = int(os.environ.get("METADIP_BENCH_THREADS", "1"))

@@ -44,7 +44,8 @@ def point(args: argparse.Namespace) -> dict:
     import torch
 
     from metadip.init import MetaInit
-    from metadip.meta import default_segment, meta_gradient
+    from metadip.meta import meta_gradient
+    from metadip.planning import default_segment
     from metadip.tasks import make_operator
 
     if args.threads:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from metadip import meta
+from metadip import meta, planning
 from metadip.init import MetaInit
 from metadip.meta import meta_gradient, meta_names, outer_loss
 from metadip.tasks import make_operator
@@ -209,13 +209,13 @@ def test_auto_mode_is_exact_and_plans_from_the_memory_available(monkeypatch):
     _, got = meta_gradient(init, tasks, 6, mode="auto")
     _assert_close(got, ref)
     task = meta._check_tasks(tasks, init)[0]
-    per_step = meta.step_graph_bytes(init, task)
+    per_step = planning.step_graph_bytes(init, task)
     assert per_step > 0
-    assert meta.plan(init, task, 6) == ("unrolled", 6)
+    assert planning.plan(init, task, 6) == ("unrolled", 6)
     # Room for about 5 steps' graph: checkpointed, with segments that fit.
-    room = 5 * meta.BACKWARD_FACTOR * per_step / meta.MEMORY_SHARE
-    monkeypatch.setattr(meta, "available_memory", lambda device: room)
-    assert meta.plan(init, task, 100) == ("checkpointed", 10)
-    assert meta.plan(init, task, 9) == ("checkpointed", 5)
+    room = 5 * planning.BACKWARD_FACTOR * per_step / planning.MEMORY_SHARE
+    monkeypatch.setattr(planning, "available_memory", lambda device: room)
+    assert planning.plan(init, task, 100) == ("checkpointed", 10)
+    assert planning.plan(init, task, 9) == ("checkpointed", 5)
     _, tight = meta_gradient(init, tasks, 6, mode="auto")
     _assert_close(tight, ref)
