@@ -43,7 +43,11 @@ SECTIONS = (
     ("Denoising (paper Table 1)", "denoise"),
     ("Compressive sensing, σ = 25 (paper Table 2)", "cs"),
     ("Compressive phase retrieval, σ = 25 (paper Table 3)", "pr"),
-    ("Extra tasks (σ = 25): inpainting (50 % of pixels observed), Gaussian deblurring", None),
+    (
+        "Extra tasks (σ = 25): inpainting (`inpaint:R`: a fraction R of the pixels observed, "
+        "half by default; `inpaint:box`: the centre ninth missing), Gaussian deblurring",
+        None,
+    ),
 )
 
 
