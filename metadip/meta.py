@@ -47,7 +47,7 @@ from torch import Tensor
 
 from metadip.init import MetaInit
 from metadip.inner import Hyper, Params, State, advance, init_state, output, prepare
-from metadip.operators import moved
+from metadip.operators import Operator, Stacked, moved
 from metadip.planning import default_segment, plan
 
 __all__ = [
@@ -207,6 +207,41 @@ def _task_unrolled(
     return value.detach(), dict(zip(names, gs, strict=True))
 
 
+def _batch_unrolled(
+    init: MetaInit,
+    leaves: dict[str, Tensor],
+    batch: list[tuple],
+    steps: int,
+    loss: str,
+    first: bool,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Every task in one grouped pass (``groups = B``: each item starts from the same
+    weights, expanded, so the gradient sums over items): the mean outer loss and its
+    gradient. Equals the loop over ``_task_unrolled`` (same noise draws: one per batch)."""
+    xs = torch.cat([x for x, _, _ in batch])
+    ys = torch.cat([y for _, _, y in batch])
+    op = Stacked([o for _, o, _ in batch])
+    params, hyper = prepare(
+        init, op.in_shape, batch=len(batch), steps=steps, create_graph=True, problem=(op, ys)
+    )
+    hyper.first_order = first
+    params, _ = advance(params, init_state(params, hyper), ys, op, hyper, 0, steps)
+    image = output(params, hyper)
+    value = torch.stack([_outer(image[i : i + 1], xs[i : i + 1], loss) for i in range(len(batch))])
+    names = list(leaves)
+    gs = _grad([value.mean()], [leaves[n] for n in names])
+    return value.mean().detach(), dict(zip(names, gs, strict=True))
+
+
+def _groupable(batch: list[tuple]) -> bool:
+    """Tasks one grouped pass can run: more than one, metadip operators of one shape."""
+    first = batch[0][1]
+    return len(batch) > 1 and all(
+        isinstance(o, Operator) and (o.in_shape, o.out_shape) == (first.in_shape, first.out_shape)
+        for _, o, _ in batch
+    )
+
+
 def _task_checkpointed(
     init: MetaInit,
     leaves: dict[str, Tensor],
@@ -288,6 +323,7 @@ def meta_gradient(
     segment: int | None = None,
     loss: str = "l2",
     frozen: Iterable[str] = (),
+    grouped: bool | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Outer loss and its gradient w.r.t. the meta-parameters of ``init``.
 
@@ -300,6 +336,11 @@ def meta_gradient(
     loss: ``"l2"`` (mean squared error) or ``"l1"``.
     frozen: names not to differentiate: ``"weights"`` (all), ``"weights.<name>"``,
     ``"log_lr"``, ``"momentum"``, ``"tv_weight"``, ``"fourier_scale"``.
+    grouped: run the tasks as one grouped pass (``groups = B``) instead of a loop, in
+    the unrolled and first-order modes, when they share one operator shape (the same
+    result; 1.08× faster for B = 4, 1.25× for B = 8 on one CPU thread,
+    ``benchmarks/grouped_meta_batch.py``; memory B× one task's graph). None: in
+    ``auto`` mode when the B graphs fit, else as asked (True for ``unrolled``).
 
     Returns ``(outer_loss, grads)``: the scalar loss averaged over tasks (detached)
     and a dict ``name -> gradient`` (same shapes as ``init.tensors()[name]``) for
@@ -336,6 +377,12 @@ def meta_gradient(
     grads = {n: torch.zeros_like(t) for n, t in leaves.items()}
     if mode == "auto":
         mode, segment = plan(meta, batch[0], steps)
+        # One grouped pass holds the graphs of all B tasks at once: only when they fit.
+        fits = plan(meta, batch[0], steps * len(batch))[0] == "unrolled"
+        grouped = fits if grouped is None else grouped
+    if mode != "checkpointed" and (grouped is not False) and _groupable(batch):
+        value, g = _batch_unrolled(meta, leaves, batch, steps, loss, mode == "first_order")
+        return value, g
     for task in batch:
         if mode == "checkpointed":
             value, g = _task_checkpointed(meta, leaves, task, steps, segment, loss)
