@@ -30,7 +30,7 @@ from torch.func import functional_call
 from metadip.classical.solvers import solver_for
 from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.losses import fit_losses, sure_term
+from metadip.losses import fit_losses, sure_term, sure_weights
 from metadip.networks import (
     NetConfig,
     build_network,
@@ -73,7 +73,9 @@ class Hyper:
     ``mono``: a colour network fitting 1-channel images: its output channels are
     averaged (and a guide image is repeated to the network's channels).
     ``loss``: ``"mse"`` or ``"sure"``; ``sure_eps``: the finite-difference step of
-    SURE's Monte-Carlo divergence. ``solver``: the classical solver the network output
+    SURE's Monte-Carlo divergence; ``sure``: the operator's ``(M, σ²)``
+    (``losses.sure_weights``) when prepared with the problem, else computed per step.
+    ``solver``: the classical solver the network output
     starts (``metadip.classical``), bound to the problem, or None.
     """
 
@@ -96,6 +98,7 @@ class Hyper:
     mono: bool = False
     loss: str = "mse"
     sure_eps: float = 1e-3
+    sure: tuple[Tensor, Tensor] | None = None
     generator: torch.Generator | None = None
     # Chains (metadip.posterior): one generator per item instead of ``generator``, and
     # the Langevin noise scale and weight-decay prior of their update (0: none).
@@ -184,8 +187,7 @@ def step(
                 lambda i: _apply(current, hyper, i),
                 inp,
                 x,
-                y,
-                op,
+                hyper.sure if hyper.sure is not None else sure_weights(op, x),
                 hyper.config.out_channels,
                 hyper.sure_eps,
                 draw(hyper.generator, hyper.generators, y.shape[1:], y),
@@ -325,6 +327,9 @@ def prepare(
                 f"an init with the classical solver {cfg.solver!r} needs problem=(op, y)"
             )
         solver = solver_for(cfg, *problem)
+    sure = None
+    if init.loss == "sure" and problem is not None:
+        sure = sure_weights(problem[0], torch.zeros(batch, c, h, w, dtype=dtype, device=device))
     if steps is not None and steps != init.steps:
         init = init.with_steps(steps)
     gen, gens = None, None
@@ -354,6 +359,7 @@ def prepare(
         langevin=langevin if gens else 0.0,
         prior=prior if gens else 0.0,
         solver=solver,
+        sure=sure,
     )
     params = dict(init.weights)
     if batch > 1:

@@ -20,7 +20,7 @@ from torch import Tensor
 from metadip import functional
 from metadip.guide import coverage, noise_levels
 
-__all__ = ["LOSSES", "SURE_TASKS", "check_loss", "fit_losses", "sure_term"]
+__all__ = ["LOSSES", "SURE_TASKS", "check_loss", "fit_losses", "sure_term", "sure_weights"]
 
 LOSSES = ("mse", "sure")
 
@@ -49,29 +49,34 @@ def check_loss(loss: str, op: Any) -> None:
         )
 
 
+def sure_weights(op: Any, like: Tensor) -> tuple[Tensor, Tensor]:
+    """What SURE needs of the operator, for images like ``like`` ``(B, C, H, W)``: the
+    observed pixels ``M = Aᵀ A 1`` (same shape) and each problem's σ² ``(B,)``. They
+    depend on the operator alone, so a fit computes them once (``inner.prepare``)."""
+    return coverage(op, like), noise_levels(op, like.shape[0], like).pow(2)
+
+
 def sure_term(
     apply: Callable[[Tensor], Tensor],
     inp: Tensor,
     x: Tensor,
-    y: Tensor,
-    op: Any,
+    weights: tuple[Tensor, Tensor],
     channels: int,
     eps: float,
     probe: Tensor,
 ) -> Tensor:
     """What turns the data fit into SURE, per image ``(B,)``: ``−σ² |M| / n + 2σ² div_M / n``
-    with M the observed pixels (``Aᵀ A 1``: all of them for denoising).
+    with ``(M, σ²) = weights`` (``sure_weights``; M all ones for denoising).
 
     ``apply``: the network on an input like ``inp`` (whose first ``channels`` channels are
     the guide image, i.e. Aᵀy); ``x = apply(inp)``. The divergence along the observed
     pixels is estimated with one probe ``v ~ N(0, I)``, ``(1 or B, *y.shape[1:])`` (one
     shared by the batch, or one per chain), masked: ``div_M ≈ (M v)ᵀ(f(y + ε M v) −
     f(y)) / ε``."""
-    mask = coverage(op, x)
+    mask, sigma2 = weights
     masked = probe * mask
     shift = torch.zeros_like(inp)
     shift[:, :channels] = eps * masked.expand(inp.shape[0], channels, -1, -1)
     div = (masked * (apply(inp + shift) - x)).flatten(1).sum(dim=1) / eps
-    sigma2 = noise_levels(op, x.shape[0], x).pow(2)
     observed = mask.expand_as(x).flatten(1).sum(dim=1)
     return (-sigma2 * observed + 2 * sigma2 * div) / x[0].numel()

@@ -139,9 +139,10 @@ def _check_tasks(tasks: Sequence[Task], init: MetaInit) -> list[tuple[Tensor, An
 
 
 def _outer(image: Tensor, x: Tensor, loss: str) -> Tensor:
-    """Outer loss of one task: mean squared (``l2``) or absolute (``l1``) error."""
-    diff = image - x
-    return diff.pow(2).mean() if loss == "l2" else diff.abs().mean()
+    """Outer loss per task ``(B,)``: mean squared (``l2``) or absolute (``l1``) error of
+    ``image`` against ``x``, both ``(B, C, H, W)``."""
+    diff = (image - x).flatten(1)
+    return diff.pow(2).mean(dim=1) if loss == "l2" else diff.abs().mean(dim=1)
 
 
 def _slots(state: State) -> list[str]:
@@ -201,7 +202,7 @@ def _task_unrolled(
     params, hyper = prepare(init, op.in_shape, steps=steps, create_graph=True, problem=(op, y))
     hyper.first_order = first
     params, _ = advance(params, init_state(params, hyper), y, op, hyper, 0, steps)
-    value = _outer(output(params, hyper), x, loss)
+    value = _outer(output(params, hyper), x, loss).mean()
     names = list(leaves)
     gs = _grad([value], [leaves[n] for n in names])
     return value.detach(), dict(zip(names, gs, strict=True))
@@ -227,7 +228,7 @@ def _batch_unrolled(
     hyper.first_order = first
     params, _ = advance(params, init_state(params, hyper), ys, op, hyper, 0, steps)
     image = output(params, hyper)
-    value = torch.stack([_outer(image[i : i + 1], xs[i : i + 1], loss) for i in range(len(batch))])
+    value = _outer(image, xs, loss)
     names = list(leaves)
     gs = _grad([value.mean()], [leaves[n] for n in names])
     return value.mean().detach(), dict(zip(names, gs, strict=True))
@@ -274,7 +275,7 @@ def _task_checkpointed(
     # Adjoint of θ_T from the outer loss; the final forward also depends on B.
     with torch.enable_grad():
         p_t = [params[k].detach().requires_grad_() for k in names]
-        value = _outer(output(dict(zip(names, p_t, strict=True)), hyper), x, loss)
+        value = _outer(output(dict(zip(names, p_t, strict=True)), hyper), x, loss).mean()
         gs = _grad([value], p_t + hl.tensors)
     adj_p = gs[: len(names)]
     hyper_grads = gs[len(names) :]
@@ -406,5 +407,5 @@ def outer_loss(init: MetaInit, tasks: Sequence[Task], steps: int, loss: str = "l
         for x, op, y in batch:
             params, hyper = prepare(init, op.in_shape, steps=steps, problem=(op, y))
             params, _ = advance(params, init_state(params, hyper), y, op, hyper, 0, steps)
-            total += _outer(output(params, hyper), x, loss)
+            total += _outer(output(params, hyper), x, loss).mean()
     return total / len(batch)

@@ -89,8 +89,13 @@ def test_solver_configuration_and_operator_errors():
     y = torch.zeros(1, 4, 4)
     with pytest.raises(ValueError, match="integer >= 0"):
         gd(y[None], y[None], op, -1, 0.5)
-    with pytest.raises(ValueError, match="step must be > 0"):
+    with pytest.raises(ValueError, match="step must be finite and > 0"):
         gd(y[None], y[None], op, 1, 0.0)
+    # An operator that sees nothing has ‖AᵀA‖ = 0: its relative step would be infinite.
+    blind = Inpainting((1, 4, 4), ratio=0.5, seed=0)
+    blind.mask.zero_()
+    with pytest.raises(ValueError, match="infinite"):
+        solver_for(NetConfig(solver="gd", solver_iters=1), blind, y[None])
     pr = PhaseRetrieval((1, 4, 4), 1.0, seed=0)
     with pytest.raises(ValueError, match="not linear"):
         metadip.reconstruct(torch.zeros(*pr.out_shape), pr, init=_siren().to(dtype=torch.float32))

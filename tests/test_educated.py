@@ -15,9 +15,9 @@ from metadip.api import reconstruct
 from metadip.cli import main
 from metadip.guide import guide_input
 from metadip.init import MetaInit
-from metadip.inner import _apply, _net_input, output, prepare
+from metadip.inner import _apply, _net_input, init_state, output, prepare, step
 from metadip.loop import fit
-from metadip.losses import sure_term
+from metadip.losses import sure_term, sure_weights
 from metadip.networks import NetConfig, build_network
 from metadip.operators import CompressiveSensing, Denoise, Inpainting, PhaseRetrieval, Stacked
 from metadip.posterior import draw
@@ -235,7 +235,7 @@ def _sure(params, hyper, inp, x, y, op):
     apply = lambda i: _apply(params, hyper, i)  # noqa: E731
     channels = hyper.config.out_channels
     probe = draw(hyper.generator, None, y.shape[1:], y)
-    return sure_term(apply, inp, x, y, op, channels, hyper.sure_eps, probe)
+    return sure_term(apply, inp, x, sure_weights(op, x), channels, hyper.sure_eps, probe)
 
 
 def test_sure_divergence_estimate_is_unbiased():
@@ -257,6 +257,26 @@ def test_sure_divergence_estimate_is_unbiased():
         for _ in range(400)
     ]
     assert abs(np.mean(draws) - exact) < 0.1 * abs(exact) + 0.5
+
+
+def test_sure_weights_prepared_once_equal_the_per_step_ones():
+    # prepare(problem=...) computes the mask and σ² once; a step without them (a Hyper
+    # built by hand) computes them from the operator and must take the same step.
+    init = _sure_init()
+    op = Inpainting((1, 8, 8), ratio=0.5, sigma=0.1, seed=1).to(dtype=F64)
+    y = op.forward(torch.rand(1, 8, 8, dtype=F64))[None]
+    guide = guide_input(init.config, op, y)
+    params, hyper = prepare(init, op.in_shape, guide=guide, problem=(op, y), seed=3)
+    mask, sigma2 = hyper.sure
+    torch.testing.assert_close(mask, op.mask.expand(1, 1, 8, 8).to(F64))
+    torch.testing.assert_close(sigma2, torch.tensor([0.01], dtype=F64))
+    _, bare = prepare(init, op.in_shape, guide=guide, seed=3)
+    assert bare.sure is None
+    state = init_state(params, hyper)
+    a, _, _ = step(params, state, y, op, hyper, 0)
+    b, _, _ = step(params, state, y, op, bare, 0)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 def test_sure_is_the_true_error_for_the_identity():

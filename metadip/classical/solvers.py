@@ -43,8 +43,37 @@ def check_solver_operator(op: Any) -> None:
 def _check(iters: int, step: float | Tensor) -> None:
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"solver iterations must be an integer >= 0, got {iters!r}")
-    if not bool(torch.all(torch.as_tensor(step) > 0)):
-        raise ValueError(f"the solver step must be > 0, got {step}")
+    # Once per solver, not per step: a tensor step's check syncs with the device.
+    step_t = torch.as_tensor(step)
+    if not bool(torch.all(torch.isfinite(step_t) & (step_t > 0))):
+        raise ValueError(
+            f"the solver step must be finite and > 0 (an operator with ‖AᵀA‖ = 0 gives an "
+            f"infinite one), got {step}"
+        )
+
+
+def _iterate(
+    x0: Tensor,
+    y: Tensor,
+    op: Any,
+    iters: int,
+    step: float | Tensor,
+    prior: Callable[[Tensor], Tensor] | None,
+) -> Tensor:
+    """``iters`` steps ``x ← x − step · (Aᵀ(A x − y) + prior(x))``, unchecked."""
+    x = x0
+    for _ in range(iters):
+        grad = op.adjoint(op.forward(x) - y)
+        if prior is not None:
+            grad = grad + prior(x)
+        x = x - step * grad
+    return x
+
+
+def _red_prior(weight: float, denoiser: Denoiser) -> Callable[[Tensor], Tensor]:
+    if not weight >= 0:
+        raise ValueError(f"the RED weight must be >= 0, got {weight}")
+    return lambda x: weight * (x - denoiser(x))
 
 
 def gd(x0: Tensor, y: Tensor, op: Any, iters: int, step: float | Tensor) -> Tensor:
@@ -52,10 +81,7 @@ def gd(x0: Tensor, y: Tensor, op: Any, iters: int, step: float | Tensor) -> Tens
     ``step`` a float or one per item ``(B, 1, 1, 1)``."""
     _check(iters, step)
     check_solver_operator(op)
-    x = x0
-    for _ in range(iters):
-        x = x - step * op.adjoint(op.forward(x) - y)
-    return x
+    return _iterate(x0, y, op, iters, step, None)
 
 
 def red(
@@ -71,12 +97,7 @@ def red(
     ``x0``: ``(B, C, H, W)``."""
     _check(iters, step)
     check_solver_operator(op)
-    if not weight >= 0:
-        raise ValueError(f"the RED weight must be >= 0, got {weight}")
-    x = x0
-    for _ in range(iters):
-        x = x - step * (op.adjoint(op.forward(x) - y) + weight * (x - denoiser(x)))
-    return x
+    return _iterate(x0, y, op, iters, step, _red_prior(weight, denoiser))
 
 
 def solver_for(config: NetConfig, op: Any, y: Tensor) -> Callable[[Tensor], Tensor] | None:
@@ -90,10 +111,10 @@ def solver_for(config: NetConfig, op: Any, y: Tensor) -> Callable[[Tensor], Tens
         norm = gram_norm(op, op.adjoint(y))
     step = config.solver_step / norm.view(-1, 1, 1, 1)
     iters = config.solver_iters
-    if config.solver == "gd":
-        return lambda x0: gd(x0, y, op, iters, step)
-    from metadip.classical.dncnn import shipped_denoiser  # weights loaded only when used
+    _check(iters, step)  # here, once per problem, so the fit's steps never sync
+    prior = None
+    if config.solver == "red":
+        from metadip.classical.dncnn import shipped_denoiser  # weights loaded only when used
 
-    denoiser = shipped_denoiser(y.device, y.dtype)
-    weight = config.solver_weight
-    return lambda x0: red(x0, y, op, iters, step, weight, denoiser)
+        prior = _red_prior(config.solver_weight, shipped_denoiser(y.device, y.dtype))
+    return lambda x0: _iterate(x0, y, op, iters, step, prior)

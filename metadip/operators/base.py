@@ -140,7 +140,8 @@ def gram_norm(op: object, like: Tensor, iters: int = 20) -> Tensor:
     """``‖AᵀA‖`` of a linear operator per item of ``like`` ``(B, *in_shape)``, ``(B,)``, by
     ``iters`` power iterations from a seeded start (no graph): the Lipschitz constant of
     the data term's gradient, so ``1 / gram_norm`` is the largest safe gradient step
-    (1 for a mask, ≤ 1 for a normalized blur, about (1 + √(n/m))² for Gaussian CS)."""
+    (1 for a mask, ≤ 1 for a normalized blur, about (1 + √(n/m))² for Gaussian CS; 0 for
+    an operator that observes nothing)."""
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like)
     with torch.no_grad():
@@ -149,4 +150,4 @@ def gram_norm(op: object, like: Tensor, iters: int = 20) -> Tensor:
             w = op.adjoint(op.forward(v))
             lam = (w * v).flatten(1).sum(dim=1)
             v = w
-    return lam.clamp_min(1e-12)
+    return lam
