@@ -20,6 +20,8 @@ METHOD is one of
   ``init:PATH:lr=X``           the same with every learning rate set to X
   ``init:PATH:cos=X``          the same with the rates decaying from X to 0 over the
                                init's horizon (``MetaInit.with_rates(X, "cosine")``)
+  ``init:PATH:scale=X``        the same with every learned rate multiplied by X
+                               (``MetaInit.scaled_rates(X)``)
   ``dip:LR[:ema][:wW]``        vanilla DIP on the skip network of width W (default 32,
                                depth 4, the shipped default's): Adam at LR, input jitter
                                1/30, with the 0.99 output EMA when ``ema`` is given
@@ -147,6 +149,8 @@ def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
                 init = init.with_rates(float(p[3:]))
             elif p.startswith("cos="):
                 init = init.with_rates(float(p[4:]), "cosine")
+            elif p.startswith("scale="):
+                init = init.scaled_rates(float(p[6:]))
             else:
                 raise ValueError(f"unknown init option {p!r} in {method!r}")
         return init

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from metadip.operators import Operator
-from metadip.tasks import TRAIN_TASKS, make_operator
+from metadip.tasks import check_mixture, make_operator
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -227,15 +227,7 @@ class TaskSampler:
     ratio: tuple[float, float] = (0.25, 0.25)
 
     def __post_init__(self) -> None:
-        unknown = set(self.tasks) - set(TRAIN_TASKS)
-        if unknown:
-            raise ValueError(
-                f"unknown training task(s) {sorted(unknown)}; choose from {TRAIN_TASKS}"
-            )
-        if not self.tasks or any(p < 0 for p in self.tasks.values()):
-            raise ValueError(f"task probabilities must be >= 0 and not all 0, got {self.tasks}")
-        if sum(self.tasks.values()) <= 0:
-            raise ValueError(f"task probabilities must not all be 0, got {self.tasks}")
+        check_mixture(self.tasks)
         for name, (lo, hi) in (("sigma", self.sigma), ("ratio", self.ratio)):
             if not (0 <= lo <= hi and math.isfinite(hi)):
                 raise ValueError(

@@ -227,6 +227,13 @@ class MetaInit:
         log_lr = rates.log().unsqueeze(1).expand(steps, self.log_lr.shape[1])
         return replace(self, log_lr=log_lr.to(self.log_lr).clone())
 
+    def scaled_rates(self, factor: float) -> MetaInit:
+        """The same init with every learned rate multiplied by ``factor`` (> 0): the
+        schedule's shape kept, its size changed."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a positive finite number, got {factor}")
+        return replace(self, log_lr=self.log_lr + math.log(factor))
+
     def save(self, path: str | Path) -> Path:
         """Writes safetensors + JSON header (config, rule, metadata) to ``path``."""
         path = Path(path)

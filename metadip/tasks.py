@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from metadip.operators import (
     Blur,
@@ -17,7 +18,16 @@ from metadip.operators import (
     SuperResolution,
 )
 
-__all__ = ["DEFAULT_TASKS", "TASKS", "TRAIN_TASKS", "TaskSpec", "make_operator", "parse_task"]
+__all__ = [
+    "DEFAULT_TASKS",
+    "TASKS",
+    "TRAIN_TASKS",
+    "TaskSpec",
+    "check_mixture",
+    "make_operator",
+    "parse_mixture",
+    "parse_task",
+]
 
 TASKS = ("denoise", "cs", "pr", "inpaint", "blur", "sr")
 # What meta-training and Educated-DIP pretraining can sample.
@@ -132,3 +142,35 @@ def parse_task(spec: str) -> TaskSpec:
         f"unknown task {spec!r}; expected one of denoise:SIGMA, cs:RATIO, pr:RATIO, "
         "inpaint[:RATIO], inpaint:box, blur (e.g. " + ", ".join(DEFAULT_TASKS) + ")"
     )
+
+
+def check_mixture(tasks: dict[str, float]) -> None:
+    """Raises unless ``tasks`` maps training task names (``TRAIN_TASKS``) to sampling
+    probabilities >= 0, not all 0."""
+    if not isinstance(tasks, dict) or not tasks:
+        raise ValueError(f"tasks must name at least one of {TRAIN_TASKS}, got {tasks!r}")
+    unknown = set(tasks) - set(TRAIN_TASKS)
+    if unknown:
+        raise ValueError(f"unknown training task(s) {sorted(unknown)}; choose from {TRAIN_TASKS}")
+    if any(not p >= 0 for p in tasks.values()) or sum(tasks.values()) <= 0:
+        raise ValueError(f"task probabilities must be >= 0 and not all 0, got {tasks}")
+
+
+def parse_mixture(tasks: Any) -> dict[str, float]:
+    """A training mixture from ``"denoise"``, ``"denoise=1,cs=0.5"``, a list of names or a
+    dict, as ``{name: probability}`` (checked by ``check_mixture``)."""
+    if isinstance(tasks, str):
+        out: dict[str, float] = {}
+        for part in filter(None, (s.strip() for s in tasks.split(","))):
+            name, _, p = part.partition("=")
+            try:
+                out[name.strip()] = float(p) if p else 1.0
+            except ValueError:
+                raise ValueError(f"tasks: {part!r} is not NAME or NAME=PROBABILITY") from None
+        tasks = out
+    elif isinstance(tasks, (list, tuple)):
+        tasks = {str(t): 1.0 for t in tasks}
+    if isinstance(tasks, dict):
+        tasks = {k: float(v) for k, v in tasks.items()}
+    check_mixture(tasks)
+    return tasks

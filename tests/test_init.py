@@ -135,6 +135,19 @@ def test_with_rates_sets_every_parameter_by_the_schedule():
             init.with_rates(**bad)
 
 
+def test_scaled_rates_multiplies_every_rate_and_refuses_bad_factors():
+    init = tiny_init(steps=4).to(dtype=torch.float64)
+    init = dataclasses.replace(init, log_lr=torch.randn_like(init.log_lr))
+    scaled = init.scaled_rates(2.5)
+    assert torch.allclose(scaled.log_lr.exp(), 2.5 * init.log_lr.exp(), rtol=1e-12)
+    assert torch.equal(
+        scaled.weights[next(iter(init.weights))], init.weights[next(iter(init.weights))]
+    )
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive finite"):
+            init.scaled_rates(bad)
+
+
 def test_log_lr_shape_is_validated():
     init = tiny_init()
     with pytest.raises(ValueError, match="log_lr"):

@@ -91,6 +91,12 @@ def test_bad_options_raise_clear_errors(tmp_path):
         TrainConfig(mode="exact")
     with pytest.raises(ValueError, match="unknown training task"):
         TrainConfig(tasks="deblur")
+    with pytest.raises(ValueError, match="NAME=PROBABILITY"):
+        TrainConfig(tasks="denoise=high")
+    with pytest.raises(ValueError, match="not all 0"):
+        TrainConfig(tasks={"cs": -1.0, "pr": 2.0})
+    assert TrainConfig(tasks="denoise=1,cs=0.5").tasks == {"denoise": 1.0, "cs": 0.5}
+    assert TrainConfig(tasks=["pr"]).tasks == {"pr": 1.0}
     with pytest.raises(ValueError, match="range LO,HI"):
         TrainConfig(sigma=[30, 10])
     bad = tmp_path / "bad.toml"

@@ -12,7 +12,7 @@ from metadip.losses import SURE_TASKS
 from metadip.meta import LOSSES, MODES
 from metadip.networks import KINDS, NetConfig
 from metadip.rules import RULES as UPDATE_RULES
-from metadip.tasks import TRAIN_TASKS
+from metadip.tasks import parse_mixture
 
 try:
     import tomllib
@@ -157,7 +157,7 @@ class TrainConfig:
             )
         if not 0 <= self.mono_fraction <= 1:
             raise ValueError(f"mono_fraction must be in [0, 1], got {self.mono_fraction}")
-        self.tasks = _parse_tasks(self.tasks)
+        self.tasks = parse_mixture(self.tasks)
         if self.inner_loss == "sure" and (
             self.method != "educated" or not set(self.tasks) <= set(SURE_TASKS)
         ):
@@ -246,27 +246,6 @@ class TrainConfig:
                 raise ValueError(f"{path}: not valid TOML: {e}") from e
         cfg = cls.from_dict(d)
         return replace(cfg, **overrides) if overrides else cfg
-
-
-def _parse_tasks(tasks: Any) -> dict[str, float]:
-    """``"denoise"``, ``"denoise=1,cs=0.5"``, a list of names or a dict -> probabilities."""
-    if isinstance(tasks, str):
-        out: dict[str, float] = {}
-        for part in filter(None, (s.strip() for s in tasks.split(","))):
-            name, _, p = part.partition("=")
-            try:
-                out[name.strip()] = float(p) if p else 1.0
-            except ValueError:
-                raise ValueError(f"tasks: {part!r} is not NAME or NAME=PROBABILITY") from None
-        tasks = out
-    elif isinstance(tasks, (list, tuple)):
-        tasks = {str(t): 1.0 for t in tasks}
-    if not isinstance(tasks, dict) or not tasks:
-        raise ValueError(f"tasks must name at least one of {TRAIN_TASKS}, got {tasks!r}")
-    unknown = set(tasks) - set(TRAIN_TASKS)
-    if unknown:
-        raise ValueError(f"unknown training task(s) {sorted(unknown)}; choose from {TRAIN_TASKS}")
-    return {k: float(v) for k, v in tasks.items()}
 
 
 def _parse_range(v: Any, name: str) -> list[float]:
