@@ -224,10 +224,12 @@ def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int
     # be scored on the same run afterwards.
     recent: list[torch.Tensor] = []
     variances: dict[str, list[float]] = {str(w): [] for w in WINDOWS}
+    losses: list[float] = []  # the data fit per step, for rules that use the noise level
 
     def track(info: StepInfo) -> None:
         image = info.image()
         curve.append(psnr(image[0].clamp(0, 1), x))
+        losses.append(info.loss)
         recent.append(image.detach().double())
         del recent[: -max(WINDOWS)]
         for w in WINDOWS:
@@ -253,6 +255,8 @@ def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int
         "seconds": rec.seconds,
         "curve": [round(v, 3) for v in curve],
         "variance": variances,
+        "loss": [float(f"{v:.6g}") for v in losses],
+        "sigma": float(op.sigma or 0.0),
     }
 
 
