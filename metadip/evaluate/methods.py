@@ -193,12 +193,13 @@ class Runner:
 
         path = self.cfg.educated_init
         if path is None:
-            if spec.task not in TASK_DEFAULTS:
+            shipped = default_init_path(spec.task)
+            if spec.task not in TASK_DEFAULTS or not MetaInit.load(shipped).config.guided:
                 raise NotApplicable(
                     f"no Educated-DIP init ships for {spec.task}; pass --educated-init PATH "
                     "(from `metadip train --method educated`)"
                 )
-            path = str(default_init_path(spec.task))
+            path = str(shipped)
         init = MetaInit.load(path)
         if not init.config.guided:
             raise ValueError(f"--educated-init {path} is not an Educated-DIP (image-input) init")
