@@ -297,6 +297,8 @@ def test_cli_eval_and_report_only(images, tiny_init, tmp_path, capsys):
     assert "| metadip |" in (tmp_path / "table.md").read_text()
     assert len(evaluate.read_rows(tmp_path / "results.jsonl")) == 2
     assert main([*args[:2], "nope:1", *args[3:]]) == 2
+    assert main([*args, "--converged-iters", "0"]) == 2
+    assert "--converged-iters must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_plot_convergence_pillow(tmp_path):

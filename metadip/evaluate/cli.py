@@ -73,6 +73,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="meta-classical / solver / solver-converged: an init with a classical solver",
     )
     p.add_argument(
+        "--converged-iters",
+        type=int,
+        default=EvalConfig.converged_iters,
+        help="solver-converged: iterations of the plain solver (default 300)",
+    )
+    p.add_argument(
         "--educated-init",
         default=None,
         help="educated: an Educated-DIP init file (default: the shipped denoising one)",
@@ -111,6 +117,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.converged_iters < 1:
+        raise ValueError(f"--converged-iters must be >= 1, got {args.converged_iters}")
     if (args.patches is not None and args.patches < 1) or args.size < 8:
         raise ValueError(f"need --patches >= 1 and --size >= 8, got {args.patches}, {args.size}")
     cfg = EvalConfig(
@@ -124,6 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         init=args.init,
         siren_init=args.siren_init,
         classical_init=args.classical_init,
+        converged_iters=args.converged_iters,
         educated_init=args.educated_init,
         steps=args.steps or 50,
         samples=args.samples,
