@@ -27,6 +27,10 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
+from metadip.stopping import WindowedVariance
+
 OUT = Path(__file__).resolve().parent / "results" / "recipe_study"
 PATIENCES = (20, 50, 100, 200, 300, 500)
 TAUS = (0.8, 0.9, 1.0, 1.1, 1.2)
@@ -34,18 +38,18 @@ TAUS = (0.8, 0.9, 1.0, 1.1, 1.2)
 
 def wmv(variance: list[float], window: int, patience: int, start: int = 1) -> tuple[int, int]:
     """``(chosen, ran)`` steps (1-based) of ES-WMV on ``VAR_t`` (index i is step window + i),
-    counting minima only from step ``start`` on."""
-    best, best_step, ran = math.inf, None, window + len(variance) - 1
+    counting minima only from step ``start`` on: ``metadip.stopping.WindowedVariance``'s
+    rule, replayed."""
+    watcher = WindowedVariance(window, patience)
+    last = window + len(variance) - 1
     for i, v in enumerate(variance):
         t = window + i
         if t < start:
             continue
-        if v < best:
-            best, best_step = v, t
-        if best_step is not None and t - best_step >= patience:
-            ran = t
-            break
-    return (best_step if best_step is not None else ran), ran
+        watcher.observe(torch.tensor([v]), t)
+        if watcher.done:
+            return watcher.best_steps[0], t
+    return (watcher.best_steps[0] if watcher.found else last), last
 
 
 def discrepancy(loss: list[float], sigma: float, tau: float) -> int:

@@ -65,24 +65,35 @@ class WindowedVariance:
     def update(self, images: Tensor, step: int) -> None:
         images = images.detach()
         if self.best_images is None:
-            b = images.shape[0]
             self.best_images = images.clone()
-            self.best_steps = [step] * b
-            self._best_var = torch.full((b,), float("inf"), dtype=torch.float64)
-            self._stopped = torch.zeros(b, dtype=torch.bool)
+            self._start(images.shape[0], step)
         self._recent.append(images)
         if len(self._recent) < self.window:
             return
         stack = torch.stack(list(self._recent))  # (W, B, C, H, W)
         var = (stack - stack.mean(dim=0)).pow(2).flatten(2).mean(dim=2).mean(dim=0)
-        var = var.to(torch.float64).cpu()
+        self.observe(var, step, images)
+
+    def observe(self, var: Tensor, step: int, images: Tensor | None = None) -> None:
+        """The rule alone: feeds step ``step``'s windowed variance ``(B,)``, and its images
+        ``(B, C, H, W)`` to keep when they are a problem's best so far (``update`` computes
+        the variance; a study replays recorded ones without images)."""
+        var = var.detach().to(torch.float64).cpu()
+        if self._best_var is None:
+            self._start(var.shape[0], step)
         better = (var < self._best_var) & ~self._stopped
         for b in better.nonzero().flatten().tolist():
             self._best_var[b] = var[b]
             self.best_steps[b] = step
-            self.best_images[b] = images[b]
+            if images is not None and self.best_images is not None:
+                self.best_images[b] = images[b]
         waited = torch.tensor([step - s for s in self.best_steps])
         self._stopped |= waited >= self.patience
+
+    def _start(self, batch: int, step: int) -> None:
+        self.best_steps = [step] * batch
+        self._best_var = torch.full((batch,), float("inf"), dtype=torch.float64)
+        self._stopped = torch.zeros(batch, dtype=torch.bool)
 
 
 def watching(watcher: WindowedVariance, callback: Any) -> Callable[[Any], bool]:

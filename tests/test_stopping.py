@@ -53,6 +53,49 @@ def test_each_problem_of_a_batch_stops_on_its_own():
     assert t == second + 15
 
 
+def test_observe_replays_the_rule_on_recorded_variances():
+    # The rule fed the variances update() computes (no images) stops at the same step
+    # with the same choice: what benchmarks/stopping_study.py replays on recorded runs.
+    seq = _sequence([40, 70], 250, seed=1)
+    live, replay = WindowedVariance(5, 25), WindowedVariance(5, 25)
+    for t, x in enumerate(seq, start=1):
+        live.update(x, t)
+        if t >= 5:
+            stack = torch.stack(seq[t - 5 : t])
+            var = (stack - stack.mean(dim=0)).pow(2).flatten(2).mean(dim=2).mean(dim=0)
+            replay.observe(var, t)
+            assert live.done == replay.done and live.stopped == replay.stopped
+        if live.done:
+            break
+    assert replay.best_steps == live.best_steps and replay.best_images is None
+    # A hand-made sequence: minimum at step 4, patience 3 -> stops at step 7.
+    watcher = WindowedVariance(2, 3)
+    for t, v in enumerate([5.0, 4.0, 3.0, 1.0, 2.0, 1.5, 1.2, 0.5], start=1):
+        watcher.observe(torch.tensor([v]), t)
+        if watcher.done:
+            break
+    assert (t, watcher.best_steps) == (7, [4])
+
+
+def test_stopping_study_scores_rules_on_a_recorded_row():
+    from benchmarks.stopping_study import score
+
+    # PSNR peaks at step 6; the variance (window 2, steps 2..10) is lowest at step 4;
+    # the data fit reaches σ² = 0.01 at step 5.
+    row = {
+        "curve": [20.0, 22.0, 24.0, 26.0, 27.0, 28.0, 27.5, 27.0, 26.0, 25.0],
+        "variance": {"2": [5.0, 3.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]},
+        "loss": [0.1, 0.05, 0.03, 0.02, 0.01, 0.009, 0.008, 0.007, 0.006, 0.005],
+        "sigma": 0.1,
+    }
+    assert score(row, "wmv:2:3") == (2.0, 4, 7)
+    assert score(row, "discrepancy:1.0") == (1.0, 5, 5)
+    # Counting minima from step 5 on: the lowest variance there is step 5's.
+    assert score(row, "wmv+discrepancy:2:2:1.0") == (1.0, 5, 7)
+    with pytest.raises(ValueError, match="unknown rule"):
+        score(row, "oracle")
+
+
 def test_bad_settings_are_errors():
     with pytest.raises(ValueError, match="window must be an integer >= 2"):
         WindowedVariance(window=1, patience=5)
