@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from metadip.stopping import WindowedVariance
+from metadip.stopping import DISCREPANCY, GATED_TASKS, WindowedVariance, default_window
 
 OUT = Path(__file__).resolve().parent / "results" / "recipe_study"
 PATIENCES = (20, 50, 100, 200, 300, 500)
@@ -118,9 +118,12 @@ def main(argv: list[str] | None = None) -> None:
         windows = sorted(int(w) for w in tune[0]["variance"])
         ranked = sorted(rules(windows), key=lambda rl: summary(tune, rl)["gap"])
         shown = ranked[: args.top]
-        current = "wmv:50:200"  # metadip.stopping.default_window(1000)
-        if current not in shown:
-            shown.append(current)
+        # metadip.stopping's rules at max_steps = 1000: ES-WMV with default_window(1000),
+        # gated by the discrepancy for GATED_TASKS.
+        plain = "wmv:{}:{}".format(*default_window(1000))
+        gated = "wmv+discrepancy:{}:{}:{}".format(*default_window(1000), DISCREPANCY)
+        current = gated if task.split(":")[0] in GATED_TASKS else plain
+        shown += [rl for rl in (plain, gated) if rl not in shown]
         lines += [
             f"### {task} ({len(tune)} tuning, {len(val)} validation patches, max 1000 steps)",
             "",
@@ -130,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for rl in shown:
             t, v = summary(tune, rl), summary(val, rl)
+            mark = " (steps='auto')" if rl == current else ""
             lines.append(
-                f"| {rl}{' (current)' if rl == current else ''} | {t['gap']:.2f} ± "
+                f"| {rl}{mark} | {t['gap']:.2f} ± "
                 f"{t['se']:.2f} | {v['gap']:.2f} ± {v['se']:.2f} | {v['chosen']:.0f} / "
                 f"{v['ran']:.0f} | {v['early']} of {v['n']} |"
             )

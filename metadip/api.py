@@ -30,7 +30,13 @@ from metadip.posterior import (
     check_samples,
     pool_rows,
 )
-from metadip.stopping import WindowedVariance, default_window, stopped_result, watching
+from metadip.stopping import (
+    WindowedVariance,
+    default_window,
+    discrepancy_floor,
+    stopped_result,
+    watching,
+)
 
 __all__ = ["LONG_FIT", "Reconstruction", "reconstruct"]
 
@@ -265,7 +271,10 @@ def reconstruct(
         )
         desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"
         cb = None if callback is None else _offset(callback, first)
-        watcher = WindowedVariance(*default_window(n_steps)) if auto else None
+        watcher = None
+        if auto:
+            floor = discrepancy_floor(part, stop - first)
+            watcher = WindowedVariance(*default_window(n_steps), floor=floor)
         if watcher is not None:
             cb = watching(watcher, cb)
         collector = SampleCollector(n_steps, samples, cb) if samples > 1 else None

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from metadip.api import reconstruct
-from metadip.operators import Denoise
-from metadip.stopping import WindowedVariance, default_window
+from metadip.operators import CompressiveSensing, Denoise
+from metadip.stopping import DISCREPANCY, WindowedVariance, default_window, discrepancy_floor
 from tests.conftest import smooth_image, tiny_init
 
 F64 = torch.float64
@@ -94,6 +94,40 @@ def test_stopping_study_scores_rules_on_a_recorded_row():
     assert score(row, "wmv+discrepancy:2:2:1.0") == (1.0, 5, 7)
     with pytest.raises(ValueError, match="unknown rule"):
         score(row, "oracle")
+
+
+def test_the_discrepancy_gate_skips_a_lull_before_the_noise_level():
+    # Two lulls: step 30, while the data fit is still above the floor, and step 90 after
+    # it has come down. Ungated ES-WMV takes the first; gated, the second.
+    g = torch.Generator().manual_seed(2)
+    base = torch.rand(1, 1, 8, 8, generator=g, dtype=F64)
+    scale = lambda t: min(abs(t - 30) / 30, abs(t - 90) / 30) + 0.01  # noqa: E731
+    seq = [base + scale(t) * torch.randn(base.shape, generator=g, dtype=F64) for t in range(1, 200)]
+    losses = [[1.0 if t < 60 else 0.05] for t in range(1, 200)]
+    picks = []
+    for floor in (None, [0.1]):
+        watcher = WindowedVariance(5, 40, floor=floor)
+        for t, (x, loss) in enumerate(zip(seq, losses, strict=True), start=1):
+            watcher.update(x, t, loss)
+            if watcher.done:
+                break
+        picks.append(watcher.best_steps[0])
+    assert 30 <= picks[0] <= 35 and 90 <= picks[1] <= 95
+    # A floor that is never reached: no minimum counts, the fit keeps its last image.
+    never = WindowedVariance(5, 10, floor=[1e-9])
+    for t, x in enumerate(seq[:50], start=1):
+        never.update(x, t, [1.0])
+    assert not never.done and never.found == [False]
+    with pytest.raises(ValueError, match="needs each problem's data fit"):
+        WindowedVariance(5, 10, floor=[0.1]).update(seq[0], 1)
+    with pytest.raises(ValueError, match="floor must hold"):
+        WindowedVariance(5, 10, floor=[-1.0])
+
+
+def test_discrepancy_floor_is_for_denoising_with_noise():
+    assert discrepancy_floor(Denoise((1, 8, 8), 0.1), 2) == pytest.approx([DISCREPANCY * 0.01] * 2)
+    assert discrepancy_floor(Denoise((1, 8, 8), 0.0), 1) is None
+    assert discrepancy_floor(CompressiveSensing((1, 8, 8), 0.5, sigma=0.1, seed=0), 1) is None
 
 
 def test_bad_settings_are_errors():
