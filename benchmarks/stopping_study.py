@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         # metadip.stopping's rules at max_steps = 1000: ES-WMV with default_window(1000),
         # gated by the discrepancy for GATED_TASKS.
         plain = "wmv:{}:{}".format(*default_window(1000))
-        gated = "wmv+discrepancy:{}:{}:{}".format(*default_window(1000), DISCREPANCY)
+        gated = "wmv+discrepancy:{}:{}:{}".format(*default_window(1000, True), DISCREPANCY)
         current = gated if task.split(":")[0] in GATED_TASKS else plain
         shown += [rl for rl in (plain, gated) if rl not in shown]
         lines += [

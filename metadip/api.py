@@ -274,7 +274,9 @@ def reconstruct(
         watcher = None
         if auto:
             floor = discrepancy_floor(part, stop - first)
-            watcher = WindowedVariance(*default_window(n_steps), floor=floor)
+            watcher = WindowedVariance(
+                *default_window(n_steps, gated=floor is not None), floor=floor
+            )
         if watcher is not None:
             cb = watching(watcher, cb)
         collector = SampleCollector(n_steps, samples, cb) if samples > 1 else None

@@ -10,8 +10,8 @@ Every problem of a batch is watched on its own; the fit ends when all have stopp
 Where the noise level σ is known (``discrepancy_floor``: denoising), minima count only
 once the data fit has come down to ``DISCREPANCY · σ²`` (Morozov's discrepancy
 principle): before that the image is still forming, and a lull in its change is not the
-peak. On denoising this took the gap to the best step from 2.1 to about 0.5 dB
-(``benchmarks/stopping_study.py``).
+peak. On denoising this took the gap to the best step from 2.0 to 0.55 dB on held-out
+patches (``benchmarks/stopping_study.py``, ``benchmarks/results/recipe_study/stopping.md``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ DISCREPANCY = 1.1
 GATED_TASKS = ("denoise",)
 
 
-def default_window(max_steps: int) -> tuple[int, int]:
+def default_window(max_steps: int, gated: bool = False) -> tuple[int, int]:
     """``(window, patience)`` for a run of at most ``max_steps``: 1/20 and 1/5 of it, at
-    least 5 and 20 steps."""
-    return max(5, max_steps // 20), max(20, max_steps // 5)
+    least 5 and 20 steps; behind the discrepancy gate (``gated``) a window of 1/100 (at
+    least 5), the one the tuning patches chose there."""
+    window = max(5, max_steps // 100) if gated else max(5, max_steps // 20)
+    return window, max(20, max_steps // 5)
 
 
 def discrepancy_floor(op: Any, batch: int) -> list[float] | None:

@@ -125,6 +125,7 @@ def test_the_discrepancy_gate_skips_a_lull_before_the_noise_level():
 
 
 def test_discrepancy_floor_is_for_denoising_with_noise():
+    assert default_window(1000) == (50, 200) and default_window(1000, gated=True) == (10, 200)
     assert discrepancy_floor(Denoise((1, 8, 8), 0.1), 2) == pytest.approx([DISCREPANCY * 0.01] * 2)
     assert discrepancy_floor(Denoise((1, 8, 8), 0.0), 1) is None
     assert discrepancy_floor(CompressiveSensing((1, 8, 8), 0.5, sigma=0.1, seed=0), 1) is None
