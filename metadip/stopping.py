@@ -64,6 +64,9 @@ class WindowedVariance:
     ``update(images, step)`` feeds step ``step``'s images; ``done`` is true once every
     problem has stopped; ``best_images`` ``(B, C, H, W)`` and ``best_steps`` hold, per
     problem, the image and the (1-based) step of the lowest windowed variance so far.
+    ``floor``: one data-fit level per problem (``discrepancy_floor``); then ``update``
+    also takes each problem's data fit, and a problem's minima (and its patience) count
+    only from the first step its fit was at or below its floor.
     """
 
     def __init__(self, window: int, patience: int, floor: list[float] | None = None):
