@@ -125,7 +125,8 @@ def reconstruct(
     1000 for ``"random"``; 0 returns the init's own image unfitted, which for an
     Educated-DIP init is its pretrained map), or ``"auto"``: stop without ground
     truth where the windowed variance of the iterates is lowest (``metadip.stopping``;
-    one extra forward per step), after at most ``max_steps`` (default: the larger of
+    for denoising with σ > 0, once the data fit is at most 1.1 σ²; one extra forward
+    per step), after at most ``max_steps`` (default: the larger of
     1000 and the init's horizon). seed: seeds the random init and the input jitter.
     device: where to fit (default: y's device). dtype: compute dtype (default: float64
     for a float64 ``y``, else float32).
