@@ -67,7 +67,7 @@ from metadip.init import MetaInit, load_init
 from metadip.inner import output, prepare
 from metadip.loop import StepInfo
 from metadip.metrics import PsnrTrack, psnr
-from metadip.stopping import WindowedVariance, default_window, discrepancy_floor
+from metadip.stopping import watcher_for
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "recipe_study"
@@ -217,8 +217,7 @@ def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int
     """A ``max_steps`` fit watched by ``steps="auto"``'s rule (module docstring)."""
     spec, _, x, op, y = problem(task, x, patch)
     init = _method_init(method, x.shape[0], 0, op.task)
-    floor = discrepancy_floor(op, 1)  # the rule reconstruct(steps="auto") uses
-    watcher = WindowedVariance(*default_window(max_steps, gated=floor is not None), floor=floor)
+    watcher = watcher_for(op, 1, max_steps)  # the rule reconstruct(steps="auto") uses
     curve: list[float] = []
     ran = [max_steps]
     # The windowed variance for other windows too, so other (window, patience) rules can

@@ -30,13 +30,7 @@ from metadip.posterior import (
     check_samples,
     pool_rows,
 )
-from metadip.stopping import (
-    WindowedVariance,
-    default_window,
-    discrepancy_floor,
-    stopped_result,
-    watching,
-)
+from metadip.stopping import stopped_result, watcher_for, watching
 
 __all__ = ["LONG_FIT", "Reconstruction", "reconstruct"]
 
@@ -272,12 +266,7 @@ def reconstruct(
         )
         desc = "reconstructing" if total == 1 else f"reconstructing {first + 1}-{stop}/{total}"
         cb = None if callback is None else _offset(callback, first)
-        watcher = None
-        if auto:
-            floor = discrepancy_floor(part, stop - first)
-            watcher = WindowedVariance(
-                *default_window(n_steps, gated=floor is not None), floor=floor
-            )
+        watcher = watcher_for(part, stop - first, n_steps) if auto else None
         if watcher is not None:
             cb = watching(watcher, cb)
         collector = SampleCollector(n_steps, samples, cb) if samples > 1 else None

@@ -30,6 +30,7 @@ __all__ = [
     "default_window",
     "discrepancy_floor",
     "stopped_result",
+    "watcher_for",
     "watching",
 ]
 
@@ -56,6 +57,13 @@ def discrepancy_floor(op: Any, batch: int) -> list[float] | None:
     if any(getattr(o, "task", None) not in GATED_TASKS or not (o.sigma or 0) > 0 for o in ops):
         return None
     return [DISCREPANCY * float(o.sigma) ** 2 for o in ops]
+
+
+def watcher_for(op: Any, batch: int, max_steps: int) -> WindowedVariance:
+    """The watcher ``steps="auto"`` uses for ``batch`` problems of ``op``: gated ES-WMV
+    where ``discrepancy_floor`` gives a floor, plain ES-WMV otherwise."""
+    floor = discrepancy_floor(op, batch)
+    return WindowedVariance(*default_window(max_steps, gated=floor is not None), floor=floor)
 
 
 class WindowedVariance:

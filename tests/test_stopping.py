@@ -8,7 +8,13 @@ import torch
 
 from metadip.api import reconstruct
 from metadip.operators import CompressiveSensing, Denoise
-from metadip.stopping import DISCREPANCY, WindowedVariance, default_window, discrepancy_floor
+from metadip.stopping import (
+    DISCREPANCY,
+    WindowedVariance,
+    default_window,
+    discrepancy_floor,
+    watcher_for,
+)
 from tests.conftest import smooth_image, tiny_init
 
 F64 = torch.float64
@@ -129,6 +135,11 @@ def test_discrepancy_floor_is_for_denoising_with_noise():
     assert discrepancy_floor(Denoise((1, 8, 8), 0.1), 2) == pytest.approx([DISCREPANCY * 0.01] * 2)
     assert discrepancy_floor(Denoise((1, 8, 8), 0.0), 1) is None
     assert discrepancy_floor(CompressiveSensing((1, 8, 8), 0.5, sigma=0.1, seed=0), 1) is None
+    gated = watcher_for(Denoise((1, 8, 8), 0.1), 1, 1000)
+    plain = watcher_for(CompressiveSensing((1, 8, 8), 0.5, sigma=0.1, seed=0), 1, 1000)
+    assert (gated.window, gated.patience) == (10, 200)
+    assert gated.floor.tolist() == pytest.approx([DISCREPANCY * 0.01])
+    assert (plain.window, plain.patience, plain.floor) == (50, 200, None)
 
 
 def test_bad_settings_are_errors():

@@ -193,14 +193,15 @@ class Runner:
 
         path = self.cfg.educated_init
         if path is None:
-            shipped = default_init_path(spec.task)
-            if spec.task not in TASK_DEFAULTS or not MetaInit.load(shipped).config.guided:
+            path = str(default_init_path(spec.task))
+            init = MetaInit.load(path) if spec.task in TASK_DEFAULTS else None
+            if init is None or not init.config.guided:
                 raise NotApplicable(
                     f"no Educated-DIP init ships for {spec.task}; pass --educated-init PATH "
                     "(from `metadip train --method educated`)"
                 )
-            path = str(shipped)
-        init = MetaInit.load(path)
+        else:
+            init = MetaInit.load(path)
         if not init.config.guided:
             raise ValueError(f"--educated-init {path} is not an Educated-DIP (image-input) init")
         return self._fit(x, op, y, seed, init, self.cfg.steps, warmup)
