@@ -87,9 +87,10 @@ def _fwd(
             a_r = tl.load(ar_ptr + a_off, mask=amask, other=0.0)
             if PLANES == 2:
                 a_i = tl.load(ai_ptr + a_off, mask=amask, other=0.0)
-        acc_r = tl.dot(xt, a_r, acc_r, input_precision="ieee")
+        # out_dtype: triton <= 3.6 defaults it to float32 and rejects a float64 accumulator.
+        acc_r = tl.dot(xt, a_r, acc_r, input_precision="ieee", out_dtype=acc_r.dtype)
         if PLANES == 2:
-            acc_i = tl.dot(xt, a_i, acc_i, input_precision="ieee")
+            acc_i = tl.dot(xt, a_i, acc_i, input_precision="ieee", out_dtype=acc_i.dtype)
     omask = (offs_b[:, None] < B) & (offs_m[None, :] < M)
     o_off = offs_b[:, None].to(tl.int64) * M + offs_m[None, :]
     tl.store(z_ptr + o_off, acc_r, mask=omask)
@@ -149,9 +150,9 @@ def _bwd(
             a_r = tl.load(ar_ptr + a_off, mask=amask, other=0.0)
             if PLANES == 2:
                 a_i = tl.load(ai_ptr + a_off, mask=amask, other=0.0)
-        acc = tl.dot(w0, a_r, acc, input_precision="ieee")
+        acc = tl.dot(w0, a_r, acc, input_precision="ieee", out_dtype=acc.dtype)
         if PLANES == 2:
-            acc = tl.dot(w1, a_i, acc, input_precision="ieee")
+            acc = tl.dot(w1, a_i, acc, input_precision="ieee", out_dtype=acc.dtype)
     omask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
     tl.store(out_ptr + offs_b[:, None].to(tl.int64) * N + offs_n[None, :], acc, mask=omask)
 

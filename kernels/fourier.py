@@ -15,6 +15,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from metadip.reference import check_fourier_args
+
 from .launch import device_of, grid
 
 __all__ = ["fourier_backward", "fourier_forward"]
@@ -61,22 +63,13 @@ def _bwd(g_ptr, b_ptr, part_ptr, K, H, W, n_tiles, BLOCK: tl.constexpr):
     tl.store(base + 1, 6.283185307179586 * tl.sum(t * pw, axis=0))
 
 
-def _check(b: Tensor, height: int, width: int) -> None:
-    if b.dim() != 2 or b.shape[1] != 2:
-        raise ValueError(f"fourier_features expects b of shape (k, 2), got {tuple(b.shape)}")
-    if height < 1 or width < 1:
-        raise ValueError(f"fourier_features needs height, width >= 1, got {height}x{width}")
-    if b.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"fourier_features (triton) supports float32/float64, got {b.dtype}")
-
-
 def _block(hw: int, cuda: bool) -> int:
     return 1024 if cuda else min(triton.next_power_of_2(hw), 4096)
 
 
 def fourier_forward(b: Tensor, height: int, width: int) -> Tensor:
     """Features ``(2k, H, W)`` of frequencies b ``(k, 2)``."""
-    _check(b, height, width)
+    check_fourier_args(b, height, width, "triton")
     b = b.contiguous()
     k = b.shape[0]
     out = torch.empty((2 * k, height, width), device=b.device, dtype=b.dtype)
@@ -90,7 +83,7 @@ def fourier_forward(b: Tensor, height: int, width: int) -> Tensor:
 
 def fourier_backward(g: Tensor, b: Tensor, height: int, width: int) -> Tensor:
     """Gradient wrt b ``(k, 2)`` given the features' cotangent g ``(2k, H, W)``."""
-    _check(b, height, width)
+    check_fourier_args(b, height, width, "triton")
     k = b.shape[0]
     if g.shape != (2 * k, height, width):
         raise ValueError(

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from metadip.reference import (
+    check_fourier_args,
     check_measure_args,
     complex_measure_ref,
     fourier_features_ref,
@@ -132,6 +133,7 @@ class _Cpp:
 
     @staticmethod
     def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
+        check_fourier_args(b, height, width, "cpp")
         return _Cpp._ops().ff_fwd(b, height, width)
 
     @staticmethod

@@ -78,16 +78,25 @@ def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
     return _safe_sqrt(re * re + im * im)
 
 
+def check_fourier_args(b: Tensor, height: int, width: int, backend: str | None = None) -> None:
+    """Raises on a ``b`` not ``(k, 2)`` or a grid under 1x1; with ``backend`` (a compiled
+    one), also on a dtype other than float32/float64. Checked here, in Python, because an
+    exception thrown inside a C++ op can crash an extension built by another compiler."""
+    if b.dim() != 2 or b.shape[1] != 2:
+        raise ValueError(f"fourier_features expects b of shape (k, 2), got {tuple(b.shape)}")
+    if height < 1 or width < 1:
+        raise ValueError(f"fourier_features needs height, width >= 1, got {height}x{width}")
+    if backend is not None and b.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"fourier_features ({backend}) supports float32/float64, got {b.dtype}")
+
+
 def fourier_features_ref(b: Tensor, height: int, width: int) -> Tensor:
     """Fourier features of the pixel grid.
 
     b: ``(k, 2)`` frequencies (row, column) -> ``(2k, height, width)``:
     ``[sin(2π b·p); cos(2π b·p)]`` with ``p = (i / height, j / width)`` in [0, 1).
     """
-    if b.dim() != 2 or b.shape[1] != 2:
-        raise ValueError(f"fourier_features expects b of shape (k, 2), got {tuple(b.shape)}")
-    if height < 1 or width < 1:
-        raise ValueError(f"fourier_features needs height, width >= 1, got {height}x{width}")
+    check_fourier_args(b, height, width)
     ph = torch.arange(height, device=b.device, dtype=b.dtype) / height
     pw = torch.arange(width, device=b.device, dtype=b.dtype) / width
     phase = 2 * math.pi * (b[:, 0, None, None] * ph[:, None] + b[:, 1, None, None] * pw[None, :])
