@@ -52,17 +52,17 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, record the exit
 # Build metadip._C for the card (sm_90 on Hopper) against the machine's torch.
 ARCH=$($PY -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}.{c[1]}')" 2>/dev/null || echo 9.0)
 export TORCH_CUDA_ARCH_LIST=$ARCH MAX_JOBS=${MAX_JOBS:-16}
-step build 120 $PY -m pip install -q --no-build-isolation --no-deps --no-index -e . > "$OUT/tests.log" 2>&1
+step build 100 $PY -m pip install -q --no-build-isolation --no-deps --no-index -e . > "$OUT/tests.log" 2>&1
 $PY -c "import metadip.dispatch as d; print('backends', d.available('cuda'), d.available('cpu'))" >> "$ENV" 2>&1
 
 # The CPU half of the suite dominates its time: spread it over the cores when xdist is there.
 XDIST=()
 $PY -c "import xdist" 2> /dev/null && XDIST=(-n 8)
-OMP_NUM_THREADS=2 step tests 90 $PY -m pytest -q -p no:cacheprovider -o addopts="" -ra "${XDIST[@]}" \
+OMP_NUM_THREADS=2 step tests 80 $PY -m pytest -q -p no:cacheprovider -o addopts="" -ra "${XDIST[@]}" \
   tests >> "$OUT/tests.log" 2>&1
 
 # CUDA graph replay against eager, per backend, with the run-to-run spread beside it.
-step graph-check 40 $PY -m benchmarks.graph_check >> "$OUT/tests.log" 2>&1
+step graph-check 35 $PY -m benchmarks.graph_check >> "$OUT/tests.log" 2>&1
 
 # A quarter second per case is plenty for GPU kernels and keeps the kernel grid in budget.
 BENCH="$PY -m pytest -q -p no:cacheprovider -o addopts= --benchmark-disable-gc \
