@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validate and measure every GPU path in one command (at most 9.5 minutes, sized to fit
+# Validate and measure every GPU path in one command (at most 9.5 minutes of step limits, to fit
 # a 15-minute lease with the machine's start): build the extension for the card, run the
 # whole test suite on CUDA (gpu marker included; in parallel when pytest-xdist is there),
 # then the kernel, inner-step, reconstruction and meta-memory benchmarks.
@@ -56,27 +56,28 @@ step build 100 $PY -m pip install -q --no-build-isolation --no-deps --no-index -
 $PY -c "import metadip.dispatch as d; print('backends', d.available('cuda'), d.available('cpu'))" >> "$ENV" 2>&1
 
 # The CPU half of the suite dominates its time: spread it over the cores when xdist is there.
+# -v names each test as it ends, so a run cut at its limit still says what failed.
 XDIST=()
 $PY -c "import xdist" 2> /dev/null && XDIST=(-n 8)
-OMP_NUM_THREADS=2 step tests 80 $PY -m pytest -q -p no:cacheprovider -o addopts="" -ra "${XDIST[@]}" \
+OMP_NUM_THREADS=2 step tests 120 $PY -m pytest -p no:cacheprovider -o addopts="" -v -ra "${XDIST[@]}" \
   tests >> "$OUT/tests.log" 2>&1
 
 # CUDA graph replay against eager, per backend, with the run-to-run spread beside it.
-step graph-check 35 $PY -m benchmarks.graph_check >> "$OUT/tests.log" 2>&1
+step graph-check 30 $PY -m benchmarks.graph_check >> "$OUT/tests.log" 2>&1
 
 # A quarter second per case is plenty for GPU kernels and keeps the kernel grid in budget.
 BENCH="$PY -m pytest -q -p no:cacheprovider -o addopts= --benchmark-disable-gc \
   --benchmark-max-time=0.25 --benchmark-min-rounds=5"
-step kernels 80 $BENCH benchmarks/bench_tv.py benchmarks/bench_fourier.py benchmarks/bench_cmeasure.py \
+step kernels 70 $BENCH benchmarks/bench_tv.py benchmarks/bench_fourier.py benchmarks/bench_cmeasure.py \
   -k cuda --benchmark-json="$OUT/kernels.json" >> "$OUT/tests.log" 2>&1
 step inner 20 $BENCH benchmarks/bench_inner.py -k cuda --benchmark-json="$OUT/inner.json" \
   >> "$OUT/tests.log" 2>&1
 export METADIP_BENCH_BATCHES=1,8,32,128
 # The vmap rows (the alternative the grouped path was chosen over) are CPU-only here.
-step reconstruct-w32 110 $BENCH benchmarks/bench_reconstruct.py -k "cuda and not vmap" \
+step reconstruct-w32 120 $BENCH benchmarks/bench_reconstruct.py -k "cuda and not vmap" \
   --benchmark-json="$OUT/reconstruct-w32.json" >> "$OUT/tests.log" 2>&1
 # Width 128 costs ~16x width 32 per problem: B = 1 and 8 only, to stay inside the lease.
-METADIP_BENCH_INIT=random METADIP_BENCH_BATCHES=1,8 step reconstruct-w128 45 $BENCH benchmarks/bench_reconstruct.py -k "cuda and not vmap" \
+METADIP_BENCH_INIT=random METADIP_BENCH_BATCHES=1,8 step reconstruct-w128 50 $BENCH benchmarks/bench_reconstruct.py -k "cuda and not vmap" \
   --benchmark-json="$OUT/reconstruct-w128.json" >> "$OUT/tests.log" 2>&1
 # One process per point; each prints its row as it ends, so a cut run keeps them in tests.log.
 step meta-memory 60 $PY benchmarks/bench_meta_memory.py --device cuda --size 128 --width 128 \

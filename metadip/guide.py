@@ -21,9 +21,14 @@ __all__ = ["check_guide_operator", "coverage", "guide_input", "noise_levels"]
 
 
 def noise_levels(op: Any, batch: int, like: Tensor) -> Tensor:
-    """Each problem's noise std ``(B,)``: one value per operator of a ``Stacked`` batch."""
+    """Each problem's noise std ``(B,)``: one value per operator of a ``Stacked`` batch.
+    Built by fill kernels on ``like``'s device, never copied from the host: CUDA-graph
+    capture (which computes the guide inside the graph) rejects a host-to-device copy."""
     ops = getattr(op, "ops", None) or [op] * batch
-    return torch.tensor([float(o.sigma or 0.0) for o in ops], dtype=like.dtype, device=like.device)
+    values = [float(o.sigma or 0.0) for o in ops]
+    if len(set(values)) == 1:
+        return like.new_full((len(values),), values[0])
+    return torch.stack([like.new_full((), v) for v in values])
 
 
 def coverage(op: Any, like: Tensor) -> Tensor:

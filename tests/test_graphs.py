@@ -13,24 +13,49 @@ pytestmark = pytest.mark.gpu
 SHAPE = (3, 33, 35)
 
 
+@pytest.fixture(autouse=True)
+def exact_gpu_math():
+    """float32 without TF32 and with deterministic cuDNN: what is left between two fits is
+    float rounding (atomics), so a capture bug stands out. With TF32 convolutions, two eager
+    fits already differ by ~1e-3 on an H200 (benchmarks/graph_check.py)."""
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.deterministic,
+    )
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    yield
+    (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.deterministic,
+    ) = saved
+
+
 def _y(op, n=2):
     x = torch.stack([smooth_image(3, *SHAPE[1:], seed=i) for i in range(n)])
     return op.measure(x, torch.Generator().manual_seed(0)).cuda()
 
 
-@pytest.mark.parametrize("kind", ["denoise", "cs"])
+# lr 0.05: a fit that does not amplify rounding (at lr 0.3 the CS fit turns a 1e-6 change
+# of y into a 2e-2 change of the image); atomics still make two fits differ in the last bits.
+@pytest.mark.parametrize("kind", ["denoise", "cs", "guided"])
 def test_graph_replay_equals_eager(kind):
     graphs.clear_cache()
-    op = Denoise(SHAPE, 0.1) if kind == "denoise" else CompressiveSensing(SHAPE, 0.25, seed=0)
-    init = tiny_init(3, steps=8, lr=0.3, dtype=torch.float32)
+    op = CompressiveSensing(SHAPE, 0.25, seed=0) if kind == "cs" else Denoise(SHAPE, 0.1)
+    # "guided": an Educated-DIP input (A^T y, noise-level and coverage maps) computed inside
+    # the graph, as the shipped denoising default does.
+    net = {"input": "image", "noise_level": True, "coverage": True} if kind == "guided" else None
+    init = tiny_init(3, steps=8, lr=0.05, dtype=torch.float32, network=net)
     y = _y(op)
     eager = reconstruct(y, op, init=init, graph=False)
     for _ in range(2):  # the first call captures, the second replays the cached graph
         rec = reconstruct(y, op, init=init, graph=True)
         assert rec.graph
-        torch.testing.assert_close(rec.image, eager.image, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rec.image, eager.image, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(
-            torch.tensor(rec.losses), torch.tensor(eager.losses), rtol=1e-5, atol=0
+            torch.tensor(rec.losses), torch.tensor(eager.losses), rtol=1e-4, atol=0
         )
     assert len(graphs._CACHE) == 1
 
@@ -72,5 +97,7 @@ def test_jitter_is_fresh_per_seed_and_repeatable():
     a = reconstruct(y, op, init=init, seed=1, graph=True).image
     b = reconstruct(y, op, init=init, seed=1, graph=True).image
     c = reconstruct(y, op, init=init, seed=2, graph=True).image
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert not torch.allclose(a, c)
+    # Same seed: the same fit up to rounding; another seed: another jitter (0.14 apart on
+    # the CPU).
+    assert (a - b).abs().max() < 1e-4
+    assert (a - c).abs().max() > 1e-2
