@@ -146,6 +146,9 @@ class Run:
     out: Path
     checkpoint: dict | None
     records: list[dict] = field(default_factory=list)
+    # Whether this process writes the folder (False for the other processes of a
+    # data-parallel run, which keep records in memory only).
+    writer: bool = True
 
     @property
     def ckpt_path(self) -> Path:
@@ -175,6 +178,8 @@ class Run:
         """Appends ``rec`` to the log; a validation record also redraws ``validation.png``
         (validation PSNR vs outer step), so the plot on disk is never behind the log."""
         self.records.append(rec)
+        if not self.writer:
+            return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if any(k.startswith("val_") for k in rec):
@@ -182,7 +187,10 @@ class Run:
 
     def save(self, state: dict) -> None:
         """Writes the checkpoint: ``state`` (step, tensors, optimizer, RNG) plus the config."""
-        atomic_save({"format": CKPT_FORMAT, "config": asdict(self.cfg), **state}, self.ckpt_path)
+        if self.writer:
+            atomic_save(
+                {"format": CKPT_FORMAT, "config": asdict(self.cfg), **state}, self.ckpt_path
+            )
 
 
 @dataclass
@@ -198,9 +206,11 @@ class Session:
     held_out: list
 
 
-def start_session(cfg: TrainConfig, resume: bool) -> Session:
-    """Opens (or resumes) ``cfg.out``, sets the thread count and loads the data split."""
-    run = open_run(cfg, resume)
+def start_session(cfg: TrainConfig, resume: bool, writer: bool = True) -> Session:
+    """Opens (or resumes) ``cfg.out``, sets the thread count and loads the data split;
+    ``writer=False`` (a data-parallel process other than the first) reads and writes
+    nothing in ``cfg.out`` but the checkpoint it resumes from."""
+    run = open_run(cfg, resume, writer)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
@@ -216,12 +226,17 @@ def start_session(cfg: TrainConfig, resume: bool) -> Session:
     )
 
 
-def open_run(cfg: TrainConfig, resume: bool) -> Run:
+def open_run(cfg: TrainConfig, resume: bool, writer: bool = True) -> Run:
     """Creates ``cfg.out`` or, with ``resume``, loads its checkpoint after checking that
-    only resumable options changed; the log is cut back to the checkpoint's step."""
+    only resumable options changed; the log is cut back to the checkpoint's step. A
+    non-``writer`` only loads the checkpoint."""
     out = Path(cfg.out)
+    run = Run(cfg, out, None, writer=writer)
+    if not writer:
+        if resume:
+            run.checkpoint = torch.load(run.ckpt_path, map_location="cpu", weights_only=False)
+        return run
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, out, None)
     if resume:
         if not run.ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {run.ckpt_path}")

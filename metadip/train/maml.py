@@ -31,6 +31,7 @@ from metadip.operators import moved
 from metadip.plots import plot_curves
 from metadip.train.common import TrainResult, evaluate, log_points, psnr_curve, start_session
 from metadip.train.config import TrainConfig
+from metadip.train.distributed import join
 
 __all__ = ["train_maml"]
 
@@ -98,8 +99,10 @@ def _with_tensors(init: MetaInit, tensors: dict[str, Tensor]) -> MetaInit:
 
 
 def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Runs (or resumes) meta-training as configured; see the module docstring."""
-    session = start_session(cfg, resume)
+    """Runs (or resumes) meta-training as configured; see the module docstring. Under
+    ``torchrun`` the meta-batch is shared among the processes (``train.distributed``)."""
+    procs = join(cfg.device, cfg.meta_batch)
+    session = start_session(cfg, resume, writer=procs.writer)
     run, device, dtype, held_out = session.run, session.device, session.dtype, session.held_out
     sampler, task_sampler = session.patches, session.tasks
     ckpt = run.checkpoint
@@ -133,12 +136,16 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
 
     def validate(step: int) -> None:
         nonlocal val_meta, val_random
+        if not procs.writer:
+            return
         if val_random is None:
             val_random = evaluate(random_init, held_out, cfg.steps)
         val_meta = evaluate(init, held_out, cfg.steps)
         log({"step": step, "val_meta": val_meta, "val_random": val_random})
 
     def save(step: int) -> None:
+        if not procs.writer:
+            return
         meta = replace(init, metadata=_metadata(cfg, step, val_meta, val_random))
         meta.save(run.init_path)
         run.save(
@@ -159,7 +166,7 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
         initial=start,
         total=cfg.outer_steps,
         desc="meta-training",
-        disable=not progress,
+        disable=not (progress and procs.writer),
         dynamic_ncols=True,
     )
     step = start
@@ -170,11 +177,14 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
             for group in opt.param_groups[:1]:
                 group["lr"] = cfg.outer_lr_at(s)
             patches = sampler.sample(cfg.meta_batch, gen).to(dtype)
-            batch = task_sampler.sample(patches, gen)
+            # Every process samples the whole meta-batch (the generators stay in step)
+            # and fits its share; the shares' gradients are averaged over all of it.
+            batch = procs.share(task_sampler.sample(patches, gen))
             batch = [(x.to(device), moved(op, device), y.to(device)) for x, op, y in batch]
             loss, grads = meta_gradient(
                 init, batch, cfg.steps, cfg.mode, segment, cfg.loss, cfg.frozen
             )
+            loss, grads = procs.mean(loss, grads, len(batch))
             if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
                 # A diverging inner loop on one batch should not poison the init.
                 log({"step": s, "loss": float(loss), "skipped": "non-finite meta-gradient"})
@@ -216,6 +226,8 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
         return TrainResult(run.init_path, step, val_meta, val_random, interrupted=True)
     bar.close()
     save(step)
+    if not procs.writer:
+        return TrainResult(run.init_path, step, val_meta, val_random, interrupted)
     points = sorted(set(log_points(cfg.plot_steps)) | {cfg.steps})
     curves = {
         "random init (vanilla DIP: Adam, jitter, EMA)": psnr_curve(random_init, held_out, points),

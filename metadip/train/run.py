@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from metadip.train.common import TrainResult
 from metadip.train.config import TrainConfig
 from metadip.train.educated import train_educated
@@ -12,5 +14,10 @@ __all__ = ["train"]
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Runs (or, with ``resume``, continues) ``cfg.method`` into ``cfg.out``."""
+    if cfg.method == "educated" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "data-parallel training (torchrun) covers --method maml; run the educated "
+            "pretraining in one process"
+        )
     loop = train_educated if cfg.method == "educated" else train_maml
     return loop(cfg, resume=resume, progress=progress)
