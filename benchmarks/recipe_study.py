@@ -333,6 +333,11 @@ def _rows(path: Path) -> list[dict]:
 
 def cmd_table(args: argparse.Namespace) -> None:
     rows = _rows(OUT / args.rows)
+    if args.patches:
+        # Only the first N patches of --list, so every row's mean is over the same patches.
+        with open(OUT / args.list) as f:
+            keep = {line.split("\t")[0] for line in f.read().splitlines()[1 : args.patches + 1]}
+        rows = [r for r in rows if r["patch"] in keep]
     tasks = sorted({r["task"] for r in rows}) if args.task is None else [args.task]
     lines: list[str] = []
     emit = lines.append
@@ -414,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--ref", default=None)
     t.add_argument("--ref-steps", default="50")
     t.add_argument("--out", default=None, help="also write the tables to this file")
+    t.add_argument("--patches", type=int, default=0, help="only the first N patches of --list")
+    t.add_argument("--list", default="validation.tsv")
     args = p.parse_args(argv)
     if args.cmd == "list":
         write_lists()
