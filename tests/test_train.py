@@ -204,6 +204,18 @@ def test_resume_rejects_changed_options(images, tmp_path):
     assert main([*_args(images, tmp_path / "none", outer_steps=2), "--resume"]) == 2
 
 
+@pytest.mark.parametrize("method", ["maml", "educated"])
+def test_resuming_a_finished_run_changes_nothing(images, tmp_path, capsys, method):
+    out = tmp_path / method
+    args = _args(images, out, outer_steps=2, method=method)
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "already trained to outer step 2 of 2" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_ctrl_c_or_kill_saves_a_checkpoint(images, tmp_path, sig):
     out = tmp_path / "interrupted"

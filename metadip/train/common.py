@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,24 @@ class TrainResult:
     val_meta: float | None
     val_random: float | None
     interrupted: bool = False
+
+
+def already_done(run: Run) -> TrainResult | None:
+    """For a run resumed at ``outer_steps`` already: says so on stderr and returns its
+    result, so that a finished run is not validated, plotted or logged again; else None."""
+    if run.start < run.cfg.outer_steps:
+        return None
+    if run.writer:
+        print(
+            f"{run.out}: already trained to outer step {run.start} of {run.cfg.outer_steps}; "
+            "raise --outer-steps to continue",
+            file=sys.stderr,
+        )
+
+    def last(key: str) -> float | None:
+        return next((r[key] for r in reversed(run.records) if key in r), None)
+
+    return TrainResult(run.init_path, run.start, last("val_meta"), last("val_random"))
 
 
 def plot_validation(records: list[dict], path: Path) -> Path | None:

@@ -38,7 +38,14 @@ from metadip.init import MetaInit
 from metadip.metrics import psnr
 from metadip.networks import NetConfig, build_network
 from metadip.plots import plot_curves
-from metadip.train.common import TrainResult, evaluate, log_points, psnr_curve, start_session
+from metadip.train.common import (
+    TrainResult,
+    already_done,
+    evaluate,
+    log_points,
+    psnr_curve,
+    start_session,
+)
 from metadip.train.config import TrainConfig
 
 __all__ = ["EDUCATED_NETWORK", "educated_init", "train_educated"]
@@ -110,6 +117,8 @@ def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True
     """Runs (or resumes) Educated-DIP pretraining as configured; see the module docstring."""
     session = start_session(cfg, resume)
     run, device, dtype, held_out = session.run, session.device, session.dtype, session.held_out
+    if (done := already_done(run)) is not None:
+        return done
     sampler, task_sampler = session.patches, session.tasks
 
     init = educated_init(cfg, dtype).to(device)

@@ -29,7 +29,14 @@ from metadip.init import MetaInit
 from metadip.meta import HYPER_NAMES, meta_gradient
 from metadip.operators import moved
 from metadip.plots import plot_curves
-from metadip.train.common import TrainResult, evaluate, log_points, psnr_curve, start_session
+from metadip.train.common import (
+    TrainResult,
+    already_done,
+    evaluate,
+    log_points,
+    psnr_curve,
+    start_session,
+)
 from metadip.train.config import TrainConfig
 from metadip.train.distributed import join
 
@@ -104,6 +111,8 @@ def train_maml(cfg: TrainConfig, resume: bool = False, progress: bool = True) ->
     procs = join(cfg.device, cfg.meta_batch)
     session = start_session(cfg, resume, writer=procs.writer)
     run, device, dtype, held_out = session.run, session.device, session.dtype, session.held_out
+    if (done := already_done(run)) is not None:
+        return done
     sampler, task_sampler = session.patches, session.tasks
     ckpt = run.checkpoint
 
