@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from dataclasses import fields
 from typing import Any
 
 from metadip.meta import MODES
 from metadip.train.config import METHODS, TrainConfig
+from metadip.train.distributed import launched_rank
 from metadip.train.run import train
 
 __all__ = ["add_parser", "cmd_train", "config_from_args"]
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # A run sent to the background ignores Ctrl-C, so `kill` (SIGTERM) saves a checkpoint too.
     signal.signal(signal.SIGTERM, _interrupt)
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
+    if launched_rank() != 0:  # under torchrun, the first process reports
         return 130 if res.interrupted else 0
     if res.val_meta is not None:
         random = "" if res.val_random is None else f", random init {res.val_random:.2f} dB"

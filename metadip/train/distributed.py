@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Group", "join"]
+__all__ = ["Group", "join", "launched_rank", "launched_world"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,21 @@ class Group:
         return flat[0], out
 
 
+def launched_world() -> int:
+    """How many training processes torchrun started (``WORLD_SIZE``; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched_rank() -> int:
+    """This process's rank among them (``RANK``; 0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def join(device: Any, meta_batch: int) -> Group:
     """Joins torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL for a CUDA ``device``,
     each process on ``cuda:LOCAL_RANK``; gloo otherwise); the one-process group otherwise.
     Raises if the meta-batch has fewer tasks than there are processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world()
     if world <= 1:
         return Group()
     if meta_batch < world:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from metadip.train.common import TrainResult
 from metadip.train.config import TrainConfig
+from metadip.train.distributed import launched_world
 from metadip.train.educated import train_educated
 from metadip.train.maml import train_maml
 
@@ -14,7 +13,7 @@ __all__ = ["train"]
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Runs (or, with ``resume``, continues) ``cfg.method`` into ``cfg.out``."""
-    if cfg.method == "educated" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if cfg.method == "educated" and launched_world() > 1:
         raise ValueError(
             "data-parallel training (torchrun) covers --method maml; run the educated "
             "pretraining in one process"
