@@ -7,7 +7,8 @@ with 0 where |z| = 0.
 
 Seeded mode: A is never stored. Entry (row i, column j) is a Box–Muller pair of
 Philox4x32-10 draws keyed by the seed with counter (j, i, 0, 0), times ``scale``
-(csrc/common.h gives the exact recipe; the C++ and torch versions follow it).
+(csrc/common.h gives the exact recipe; the C++ and torch versions follow it). ``scale``
+is passed as a double and rounded to the data's precision, as in C++.
 
 ``_fwd`` fuses both products with the magnitude epilogue; ``_bwd`` fuses the
 phase weights into the adjoint product. Their autograd wrappers (``autograd.py``, with
@@ -53,7 +54,7 @@ def _fwd(
     M,
     N,
     seed,
-    scale,
+    scale: tl.float64,
     SEEDED: tl.constexpr,
     PLANES: tl.constexpr,
     MAG: tl.constexpr,
@@ -66,6 +67,7 @@ def _fwd(
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     dt = x_ptr.dtype.element_ty
+    sc = tl.full((1, 1), scale, dt)  # the double scale, rounded to the data's precision
     acc_r = tl.zeros((BLOCK_B, BLOCK_M), dtype=dt)
     acc_i = tl.zeros((BLOCK_B, BLOCK_M), dtype=dt)
     for k0 in range(0, N, BLOCK_K):
@@ -79,8 +81,8 @@ def _fwd(
         # A tiles are read transposed, (BLOCK_K, BLOCK_M), so no in-register transpose.
         if SEEDED:
             gr, gi = _gauss(seed, offs_m[None, :], offs_k[:, None])
-            a_r = gr.to(dt) * scale
-            a_i = gi.to(dt) * scale
+            a_r = gr.to(dt) * sc
+            a_i = gi.to(dt) * sc
         else:
             amask = kmask[:, None] & (offs_m[None, :] < M)
             a_off = offs_m[None, :].to(tl.int64) * N + offs_k[:, None]
@@ -112,7 +114,7 @@ def _bwd(
     M,
     N,
     seed,
-    scale,
+    scale: tl.float64,
     SEEDED: tl.constexpr,
     PLANES: tl.constexpr,
     PHASE: tl.constexpr,
@@ -125,6 +127,7 @@ def _bwd(
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     dt = w_ptr.dtype.element_ty
+    sc = tl.full((1, 1), scale, dt)
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=dt)
     for k0 in range(0, M, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -142,8 +145,8 @@ def _bwd(
             w1 = k * w1
         if SEEDED:
             gr, gi = _gauss(seed, offs_k[:, None], offs_n[None, :])
-            a_r = gr.to(dt) * scale
-            a_i = gi.to(dt) * scale
+            a_r = gr.to(dt) * sc
+            a_i = gi.to(dt) * sc
         else:
             amask = (offs_k[:, None] < M) & (offs_n[None, :] < N)
             a_off = offs_k[:, None].to(tl.int64) * N + offs_n[None, :]
@@ -164,7 +167,7 @@ def _materialize(
     M,
     N,
     seed,
-    scale,
+    scale: tl.float64,
     PLANES: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -173,12 +176,13 @@ def _materialize(
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     dt = a_ptr.dtype.element_ty
+    sc = tl.full((1, 1), scale, dt)
     gr, gi = _gauss(seed, offs_m[:, None], offs_n[None, :])
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     off = offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
-    tl.store(a_ptr + off, gr.to(dt) * scale, mask=mask)
+    tl.store(a_ptr + off, gr.to(dt) * sc, mask=mask)
     if PLANES == 2:
-        tl.store(ai_ptr + off, gi.to(dt) * scale, mask=mask)
+        tl.store(ai_ptr + off, gi.to(dt) * sc, mask=mask)
 
 
 # ----------------------------------------------------------------------------- host

@@ -79,13 +79,16 @@ def _fwd(
     W,
     n_tiles_w,
     n_tiles,
-    eps,
+    eps: tl.float64,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     plane, tile, i, j, plane_off = _tile(H, W, n_tiles_w, BLOCK_H, BLOCK_W)
     c, d, r, u, ur, left, dl = _stencil(x_ptr, i, j, H, W, plane_off)
     dh, dw, dh_u, dw_u, dh_l, dw_l = _diffs(c, d, r, u, ur, left, dl, i, j, H, W)
+    # eps arrives as a double (a plain float argument is passed as fp32 on CUDA, which
+    # cost float64 results 1e-9 relative error) and is rounded to the data's precision.
+    eps = tl.full(dh.shape, eps, dh.dtype)
     s = tl.sqrt(dh * dh + dw * dw + eps)
     s_u = tl.sqrt(dh_u * dh_u + dw_u * dw_u + eps)
     s_l = tl.sqrt(dh_l * dh_l + dw_l * dw_l + eps)
@@ -104,7 +107,7 @@ def _bwd(
     H,
     W,
     n_tiles_w,
-    eps,
+    eps: tl.float64,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
@@ -114,6 +117,7 @@ def _bwd(
     dh, dw, dh_u, dw_u, dh_l, dw_l = _diffs(c, d, r, u, ur, left, dl, i, j, H, W)
     wc, wd, wr, wu, wur, wl, wdl = _stencil(w_ptr, i, j, H, W, plane_off)
     eh, ew, eh_u, ew_u, eh_l, ew_l = _diffs(wc, wd, wr, wu, wur, wl, wdl, i, j, H, W)
+    eps = tl.full(dh.shape, eps, dh.dtype)
     s = tl.sqrt(dh * dh + dw * dw + eps)
     s_u = tl.sqrt(dh_u * dh_u + dw_u * dw_u + eps)
     s_l = tl.sqrt(dh_l * dh_l + dw_l * dw_l + eps)

@@ -31,15 +31,16 @@ SHARED_LIMIT = 232448
 
 def _specs(op: str, dt: str) -> list[tuple[str, dict[str, str], dict[str, object]]]:
     """(kernel, runtime argument types, constexprs) as the CUDA launchers call them.
-    Python floats reach a kernel as fp32 and Python ints as i32."""
+    Python ints reach a kernel as i32; Python floats as fp32 unless the parameter is
+    annotated ``tl.float64``, which every float parameter must be (see ``_scalars``)."""
     p = f"*{dt}"
     if op == "tv":
         blocks = {"BLOCK_H": 8, "BLOCK_W": 64}
         plane = {"H": "i32", "W": "i32", "n_tiles_w": "i32"}
         return [
             ("_fwd", {"x_ptr": p, "grad_ptr": p, "part_ptr": p, **plane, "n_tiles": "i32",
-                      "eps": "fp32"}, blocks),
-            ("_bwd", {"x_ptr": p, "w_ptr": p, "out_ptr": p, **plane, "eps": "fp32"}, blocks),
+                      "eps": "fp64"}, blocks),
+            ("_bwd", {"x_ptr": p, "w_ptr": p, "out_ptr": p, **plane, "eps": "fp64"}, blocks),
         ]  # fmt: skip
     if op == "fourier":
         dims = {"K": "i32", "H": "i32", "W": "i32"}
@@ -49,7 +50,7 @@ def _specs(op: str, dt: str) -> list[tuple[str, dict[str, str], dict[str, object
              {"BLOCK": 1024}),
         ]  # fmt: skip
     if op == "cmeasure":
-        sizes = {"B": "i32", "M": "i32", "N": "i32", "seed": "i32", "scale": "fp32"}
+        sizes = {"B": "i32", "M": "i32", "N": "i32", "seed": "i32", "scale": "fp64"}
         out = []
         for seeded, planes in itertools.product((False, True), (1, 2)):
             for extra in (False, True) if planes == 2 else (False,):
@@ -109,13 +110,20 @@ def _specs(op: str, dt: str) -> list[tuple[str, dict[str, str], dict[str, object
                         "M": "i32",
                         "N": "i32",
                         "seed": "i32",
-                        "scale": "fp32",
+                        "scale": "fp64",
                     },
                     {"PLANES": planes, "BLOCK_M": 32, "BLOCK_N": 64},
                 )
             )
         return out  # fmt: skip
     raise SystemExit(f"unknown op {op!r}; expected tv, fourier or cmeasure")
+
+
+def _scalars(fn, args: dict[str, str]) -> list[str]:
+    """Float scalar parameters the kernel does not annotate ``tl.float64``: CUDA would
+    receive them as fp32, a 1e-9 relative error in float64 results."""
+    declared = {p.name: p.annotation_type for p in fn.params}
+    return [k for k, t in args.items() if t == "fp64" and declared.get(k) != "fp64"]
 
 
 def main(op: str) -> int:
@@ -125,6 +133,11 @@ def main(op: str) -> int:
         for name, args, constexprs in _specs(op, dt):
             signature = {**args, **dict.fromkeys(constexprs, "constexpr")}
             label = f"{op}.{name} {dt} {constexprs}"
+            loose = _scalars(getattr(module, name), args)
+            if loose:
+                failed += 1
+                print(f"FAILED {label}: {loose} not annotated tl.float64", file=sys.stderr)
+                continue
             try:
                 src = triton.compiler.ASTSource(
                     fn=getattr(module, name), signature=signature, constexprs=constexprs
