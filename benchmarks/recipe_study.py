@@ -300,6 +300,8 @@ def _commit() -> str:
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     rows_path = OUT / args.rows
+    if not rows_path.parent.is_dir():  # fail before the first fit, not after it
+        raise SystemExit(f"--rows {args.rows}: a file in {OUT}; {rows_path.parent} is no folder")
     done = _done(rows_path)
     steps = sorted({int(s) for s in args.steps.split(",")})
     key = ",".join(sorted(str(n) for n in steps)) if args.method not in ("bm3d", "noisy") else "0"

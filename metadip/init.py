@@ -31,7 +31,12 @@ FORMAT = "metadip-init/1"
 DEFAULT_INIT_NAME = "default.safetensors"
 # Shipped inits made for one kind of problem (an operator's ``task``), in metadip/weights;
 # every other task uses DEFAULT_INIT_NAME.
-TASK_DEFAULTS: dict[str, str] = {"denoise": "denoise.safetensors", "inpaint": "inpaint.safetensors"}
+TASK_DEFAULTS: dict[str, str] = {
+    "denoise": "denoise.safetensors",
+    "inpaint": "inpaint.safetensors",
+    "cs": "cs.safetensors",
+    "blur": "blur.safetensors",
+}
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
 SCHEDULES = ("constant", "cosine")  # with_rates
 

@@ -38,6 +38,7 @@ KINDS = ("skip", "siren", "decoder")
 INPUTS = ("noise", "image")
 NORMS = ("instance", "none")
 SOLVERS = ("none", "gd", "red")  # metadip.classical.solvers
+GUIDES = ("adjoint", "tv")  # metadip.guide
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,11 @@ class NetConfig:
     ``width`` noise channels at ``1/2^(depth−1)`` of the image size; no Fourier features).
     The skip network's input is ``noise_channels`` of fixed noise plus
     ``2 * num_fourier`` Fourier features of the pixel coordinates; with
-    ``input="image"`` (Educated DIP) it is led by an ``out_channels`` guide image,
-    the operator's adjoint of the measurement (the noisy image for denoising).
+    ``input="image"`` (Educated DIP) it is led by an ``out_channels`` guide image:
+    ``guide="adjoint"``, the operator's adjoint of the measurement (the noisy image for
+    denoising), or ``guide="tv"``, the TV-regularized least-squares estimate
+    ``argmin_{x∈[0,1]} ½‖Ax − y‖² + λ TV(x)``, ``λ = guide_weight · max(σ, 1/255)``, after
+    ``guide_iters`` FISTA steps (``metadip.guide.tv_estimate``; a warm start for CS).
     ``residual``: the output is ``guide + head`` instead of ``sigmoid(head)``.
     ``noise_level``: the guide is followed by one constant channel holding the
     operator's noise std (a noise-level map, as in FFDNet).
@@ -73,6 +77,9 @@ class NetConfig:
     num_fourier: int = 16
     siren_w0: float = 30.0
     input: str = "noise"
+    guide: str = "adjoint"
+    guide_iters: int = 150
+    guide_weight: float = 1.0
     residual: bool = False
     noise_level: bool = False
     coverage: bool = False
@@ -91,6 +98,15 @@ class NetConfig:
             raise ValueError(f"network input must be one of {INPUTS}, got {self.input!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.guide not in GUIDES:
+            raise ValueError(f"guide must be one of {GUIDES}, got {self.guide!r}")
+        if self.guide != "adjoint" and self.input != "image":
+            raise ValueError(f"guide={self.guide!r} is a guide image, so needs input='image'")
+        if int(self.guide_iters) < 1 or not self.guide_weight >= 0:
+            raise ValueError(
+                "guide_iters must be >= 1 and guide_weight >= 0, got "
+                f"{self.guide_iters} and {self.guide_weight}"
+            )
         if self.input == "image" and self.kind != "skip":
             raise ValueError("input='image' (Educated DIP) needs the skip network")
         if (self.residual or self.noise_level or self.coverage) and self.input != "image":

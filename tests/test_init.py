@@ -179,6 +179,23 @@ def test_shipped_task_default_loads_with_its_provenance(task):
     assert torch.allclose(init.log_lr, expect.log_lr)
 
 
+@pytest.mark.parametrize(("task", "weight", "rate_scale"), [("cs", 1.0, 1.0), ("blur", 0.3, 0.1)])
+def test_shipped_tv_started_default_is_the_denoiser_on_a_tv_guide(task, weight, rate_scale):
+    ours, den = load_init("default", task=task), load_init("default", task="denoise")
+    assert default_init_path(task).name == f"{task}.safetensors"
+    assert ours.config == dataclasses.replace(
+        den.config, guide="tv", guide_iters=150, guide_weight=weight
+    )
+    # SURE is for denoising: these fits minimize the data term.
+    assert (ours.rule, ours.loss, ours.steps) == ("adam", "mse", 50)
+    assert ours.weights.keys() == den.weights.keys()
+    for k in den.weights:
+        assert torch.equal(ours.weights[k], den.weights[k]), k
+    torch.testing.assert_close(ours.log_lr, den.log_lr + math.log(rate_scale))
+    assert ours.metadata["derived_from"] == "metadip/weights/denoise.safetensors"
+    assert ours.metadata["shipped_for"] == task and ours.metadata["rate_scale"] == rate_scale
+
+
 def test_saved_file_follows_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
