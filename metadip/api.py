@@ -246,7 +246,11 @@ def reconstruct(
                     stacklevel=2,
                 )
                 use_graph = False
-        guide = guide_input(meta.config, part, ys[first:stop]) if meta.config.guided else None
+        guide = (
+            guide_input(meta.config, part, ys[first:stop], progress=progress)
+            if meta.config.guided
+            else None
+        )
         chains = None
         if samples > 1:
             chains = {

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from metadip.networks import NetConfig
 from metadip.operators import require_linear
@@ -66,11 +67,14 @@ def _gram_norm(op: Any, like: Tensor) -> Tensor:
     return 1.1 * norm
 
 
-def tv_estimate(op: Any, y: Tensor, weight: float = 1.0, iters: int = 150) -> Tensor:
+def tv_estimate(
+    op: Any, y: Tensor, weight: float = 1.0, iters: int = 150, progress: bool = False
+) -> Tensor:
     """``argmin_{x∈[0,1]} ½‖Ax − y‖² + λ TV(x)`` by ``iters`` FISTA steps from ``clamp(Aᵀy)``,
     per problem ``λ = weight · max(σ, 1/255)`` (σ the operator's noise std) and step
     ``1 / (‖AᵀA‖ + 8λ/√eps)`` (the smoothed TV's Lipschitz bound): y ``(B, *out_shape)`` ->
-    ``(B, C, H, W)``. Needs a linear operator; no gradient flows through it."""
+    ``(B, C, H, W)``. Needs a linear operator; no gradient flows through it. ``progress``
+    shows a bar over the iterations (a CS solve applies A and Aᵀ ``iters`` times)."""
     from metadip.dispatch import tv
 
     check_guide_operator(op)
@@ -80,7 +84,7 @@ def tv_estimate(op: Any, y: Tensor, weight: float = 1.0, iters: int = 150) -> Te
         step = 1 / (_gram_norm(op, x) + 8 * lam / TV_EPS**0.5)
         lam, step = (t.view(-1, *[1] * (x.dim() - 1)) for t in (lam, step))
     z, t = x, 1.0
-    for _ in range(iters):
+    for _ in tqdm(range(iters), desc="TV warm start", leave=False, disable=not progress):
         with torch.enable_grad():
             zg = z.detach().requires_grad_()
             f = 0.5 * (op.forward(zg) - y).pow(2).sum() + (lam.flatten() * tv(zg, TV_EPS)).sum()
@@ -92,17 +96,17 @@ def tv_estimate(op: Any, y: Tensor, weight: float = 1.0, iters: int = 150) -> Te
     return x.detach()
 
 
-def guide_input(config: NetConfig, op: Any, y: Tensor) -> Tensor:
+def guide_input(config: NetConfig, op: Any, y: Tensor, progress: bool = False) -> Tensor:
     """Educated DIP's guide for ``y`` ``(B, *out_shape)``: ``Aᵀy`` (the noisy image itself
     for denoising) repeated to the network's channels for a gray problem, then, when
     ``config.noise_level``, a constant map of the operator's noise std, and when
     ``config.coverage``, ``Aᵀ A 1`` averaged over channels:
     ``(B, config.guide_channels, H, W)``. With ``config.guide == "tv"`` the image is
-    ``tv_estimate(op, y, config.guide_weight, config.guide_iters)``. Needs a linear
-    operator."""
+    ``tv_estimate(op, y, config.guide_weight, config.guide_iters, progress)``. Needs a
+    linear operator."""
     check_guide_operator(op)
     if config.guide == "tv":
-        g = tv_estimate(op, y, config.guide_weight, config.guide_iters)
+        g = tv_estimate(op, y, config.guide_weight, config.guide_iters, progress)
     else:
         g = op.adjoint(y)
     parts = [g.expand(-1, config.out_channels, -1, -1) if g.shape[1] == 1 else g]
