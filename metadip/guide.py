@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from metadip.dispatch import tv
 from metadip.networks import NetConfig
 from metadip.operators import require_linear
 
@@ -75,8 +76,6 @@ def tv_estimate(
     ``1 / (‖AᵀA‖ + 8λ/√eps)`` (the smoothed TV's Lipschitz bound): y ``(B, *out_shape)`` ->
     ``(B, C, H, W)``. Needs a linear operator; no gradient flows through it. ``progress``
     shows a bar over the iterations (a CS solve applies A and Aᵀ ``iters`` times)."""
-    from metadip.dispatch import tv
-
     check_guide_operator(op)
     with torch.no_grad():
         x = op.adjoint(y).clamp(0, 1)
