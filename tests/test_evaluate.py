@@ -87,14 +87,22 @@ def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
     assert edu["status"] == "ok" and edu["steps"] == 4 and "denoise" in edu["init"]
     # The shipped Educated-DIP init denoises: better than its noisy input after 4 steps.
     assert edu["psnr"] > edu["psnr_input"] + 3
-    assert rows[("cs:0.5", "educated")]["status"] == "skipped"
-    # Inpainting has its own shipped Educated-DIP init.
+    # CS has its own shipped Educated-DIP init (the denoiser on a TV warm start).
+    cs = rows[("cs:0.5", "educated")]
+    assert cs["status"] == "ok" and "cs" in cs["init"]
+    # Inpainting too; phase retrieval has none (its operator has no adjoint).
     cfg = _cfg(
-        images, tmp_path / "i", tiny_init, tasks=["inpaint"], methods=["educated"], patches=1
+        images,
+        tmp_path / "i",
+        tiny_init,
+        tasks=["inpaint", "pr:0.5"],
+        methods=["educated"],
+        patches=1,
     )
-    (inp,) = evaluate.run_eval(cfg, log=lambda _: None)
+    inp, pr = evaluate.run_eval(cfg, log=lambda _: None)
     assert inp["status"] == "ok" and "inpaint" in inp["init"]
-    assert "--educated-init" in rows[("cs:0.5", "educated")]["reason"]
+    assert pr["task"] == "pr:0.5" and pr["status"] == "skipped"
+    assert "--educated-init" in pr["reason"]
     dec = rows[("denoise:25", "decoder")]
     assert dec["status"] == "ok" and dec["steps"] == 1000 and dec["init"] == "decoder"
 

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--iters", type=int, default=150)
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--rate-scale", type=float, default=1.0)
+    p.add_argument("--out", type=Path, default=None, help="default: metadip/weights/<task>")
     args = p.parse_args(argv)
     source = ROOT / "metadip" / "weights" / "denoise.safetensors"
     init = MetaInit.load(source)
@@ -38,15 +39,22 @@ def main(argv: list[str] | None = None) -> Path:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    fine_tune = {
+        **init.metadata.get("fine_tune", {}),
+        "loss": "mse",
+        "lr": init.metadata.get("fine_tune", {}).get("lr", 0.0) * args.rate_scale,
+    }
     metadata = {
         **init.metadata,
+        "source": f"metadip default init for task {args.task!r} (Educated DIP on a TV start)",
+        "fine_tune": fine_tune,
         "shipped_for": args.task,
         "derived_from": "metadip/weights/denoise.safetensors",
         "guide": f"TV-FISTA, {args.iters} iterations, lambda = {args.weight} * sigma",
         "rate_scale": args.rate_scale,
         "ship_commit": commit,
     }
-    out = ROOT / "metadip" / "weights" / f"{args.task}.safetensors"
+    out = args.out or ROOT / "metadip" / "weights" / f"{args.task}.safetensors"
     shipped = replace(init, config=config, loss="mse", metadata=metadata)
     shipped.scaled_rates(args.rate_scale).save(out)
     print(f"wrote {out}")
