@@ -81,7 +81,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--educated-init",
         default=None,
-        help="educated: an Educated-DIP init file (default: the shipped denoising one)",
+        help="educated: an Educated-DIP init file (default: the task's shipped one)",
     )
     p.add_argument(
         "--steps", type=int, default=None, help="metadip / metasiren / educated steps (default 50)"
