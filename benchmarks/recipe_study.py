@@ -27,6 +27,8 @@ METHOD is one of
                                1/30, with the 0.99 output EMA when ``ema`` is given
   ``decoder``                  the vanilla Deep Decoder (``init="decoder"``: k = 64,
                                6 layers, Adam 0.01)
+  ``tv:W``                     the TV warm start alone (``guide.tv_estimate`` at weight
+                               W): its steps are FISTA iterations, one solve per count
   ``bm3d``                     BM3D (denoising only)
   ``noisy``                    the noisy input itself (denoising only)
 TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
@@ -62,7 +64,7 @@ import metadip
 from metadip import denoisers
 from metadip.data import load_images
 from metadip.evaluate import cell_seed, parse_task
-from metadip.guide import guide_input
+from metadip.guide import guide_input, tv_estimate
 from metadip.init import MetaInit, load_init
 from metadip.inner import output, prepare
 from metadip.loop import StepInfo
@@ -189,6 +191,11 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
         t0 = time.perf_counter()
         img = denoisers.bm3d_denoise(y, spec.sigma / 255)
         return {"psnr": {"0": psnr(img.clamp(0, 1), x)}, "seconds": time.perf_counter() - t0}
+    if method.startswith("tv:"):
+        t0 = time.perf_counter()
+        weight = float(method[3:])
+        curve = {str(n): psnr(tv_estimate(op, y[None], weight, n)[0], x) for n in steps}
+        return {"psnr": curve, "seconds": time.perf_counter() - t0}
     init = _method_init(method, x.shape[0], 0, op.task)
     curve: dict[str, float] = {}
     if 0 in steps:  # the initialization's own image, before any step

@@ -189,7 +189,7 @@ def reconstruct(
     meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
     meta = meta.to(device=dev, dtype=dtype)
     if meta.config.guided:
-        check_guide_operator(op)
+        check_guide_operator(meta.config, op)
     check_loss(meta.loss, op)
     # Automatic stopping runs up to max_steps; a fixed count defaults to the init's horizon.
     fixed = meta.steps if steps is None else steps

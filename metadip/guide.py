@@ -2,11 +2,11 @@
 
 An image-input initialization (``NetConfig(input="image")``) does not start from fixed
 noise: its network reads the operator's adjoint of y (the noisy image itself for
-denoising) or, with ``guide="tv"``, a TV-regularized least-squares estimate (a classical
-warm start, which for CS at m/n = 1/4 is already better than 1000 steps of DIP),
-repeated to the network's channels for a gray problem, and optionally a constant map of
-the noise level (as FFDNet does) and a coverage map ``Aᵀ A 1`` (the observation mask for
-inpainting).
+denoising) or, with ``guide="tv"``, a TV-regularized estimate (a classical warm start:
+least squares for CS and deblurring, amplitude flow for phase retrieval; at m/n = 1/4 it
+is already better than 1000 steps of DIP), repeated to the network's channels for a gray
+problem, and optionally a constant map of the noise level (as FFDNet does) and a
+coverage map ``Aᵀ A 1`` (the observation mask for inpainting).
 """
 
 from __future__ import annotations
@@ -14,17 +14,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from metadip.dispatch import tv
 from metadip.networks import NetConfig
-from metadip.operators import require_linear
+from metadip.operators import gram_norm, require_linear
 
-__all__ = ["check_guide_operator", "coverage", "guide_input", "noise_levels", "tv_estimate"]
+__all__ = [
+    "check_guide_operator",
+    "coverage",
+    "guide_input",
+    "noise_levels",
+    "tv_estimate",
+    "tv_prox",
+]
 
-TV_EPS = 1e-4  # TV smoothing: sqrt(|∇x|² + eps), 1/100 of a grey level
-POWER_ITERS = 15  # power iterations for ‖AᵀA‖ (FISTA's step), then a 10 % margin
+POWER_ITERS = 15  # power iterations for ‖AᵀA‖ (FISTA's step)
+MARGIN = 1.1  # the power iteration approaches the norm from below
+PROX_ITERS = 10  # dual steps per TV prox, warm-started from the previous prox's dual
 
 
 def noise_levels(op: Any, batch: int, like: Tensor) -> Tensor:
@@ -44,8 +52,12 @@ def coverage(op: Any, like: Tensor) -> Tensor:
     return op.adjoint(op.forward(torch.ones_like(like)))
 
 
-def check_guide_operator(op: Any) -> None:
-    """Raises unless ``op`` has an adjoint, which an Educated-DIP guide ``Aᵀy`` needs."""
+def check_guide_operator(config: NetConfig, op: Any) -> None:
+    """Raises unless ``op`` can make ``config``'s guide: ``Aᵀy`` and the coverage map need
+    an adjoint; the TV estimate needs a linear operator or a non-linear one with a start
+    estimate (phase retrieval)."""
+    if config.guide == "tv" and not config.coverage and getattr(op, "has_start", False):
+        return
     require_linear(
         op,
         "this initialization takes the operator's adjoint of y (A^T y) as its network "
@@ -55,42 +67,74 @@ def check_guide_operator(op: Any) -> None:
     )
 
 
-def _gram_norm(op: Any, like: Tensor) -> Tensor:
-    """Per-problem estimate of ‖AᵀA‖ ``(B,)`` by power iteration, with a 10 % margin (the
-    iteration approaches the norm from below). It starts from ones, made on ``like``'s
-    device: a random start drawn on the host would be a copy CUDA-graph capture rejects."""
-    v = torch.ones_like(like)
-    norm = like.new_ones(like.shape[0])
-    for _ in range(POWER_ITERS):
-        v = op.adjoint(op.forward(v))
-        norm = v.flatten(1).norm(dim=1)
-        v = v / norm.clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1))
-    return 1.1 * norm
+def _grad(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward differences ``(∂_h x, ∂_w x)``, zero past the last row / column (Neumann),
+    as ``reference.tv_ref`` takes them."""
+    dh = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    dw = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    return dh, dw
+
+
+def _grad_adjoint(ph: Tensor, pw: Tensor) -> Tensor:
+    """``∇ᵀ(p_h, p_w)`` (minus the divergence); the last row of p_h and column of p_w,
+    which ``_grad`` never fills, are ignored."""
+    ph, pw = ph[..., :-1, :], pw[..., :, :-1]
+    return (
+        F.pad(ph, (0, 0, 1, 0))
+        - F.pad(ph, (0, 0, 0, 1))
+        + F.pad(pw, (1, 0, 0, 0))
+        - F.pad(pw, (0, 1, 0, 0))
+    )
+
+
+def tv_prox(
+    b: Tensor, mu: Tensor, iters: int, dual: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``argmin_{x∈[0,1]} ½‖x − b‖² + μ TV(x)``, isotropic unsmoothed TV per channel, by
+    ``iters`` steps of FGP (Beck & Teboulle 2009: accelerated projected gradient on the dual
+    field ``w``, ``|w_ij| ≤ 1``, ``x = clamp(b − μ∇ᵀw)``): b ``(B, C, H, W)``, μ a tensor
+    broadcastable to it (≥ 0). Returns x and the dual, which warm-starts the next call."""
+    w = dual if dual is not None else (torch.zeros_like(b), torch.zeros_like(b))
+    # Dual step 1 / (8μ) (8 ≥ ‖∇‖²); μ = 0 leaves the dual at 0, so x = clamp(b).
+    inv = torch.where(mu > 0, 0.125 / mu, torch.zeros_like(mu))
+    r, t = w, 1.0
+    for _ in range(iters):
+        gh, gw = _grad((b - mu * _grad_adjoint(*r)).clamp(0, 1))
+        nh, nw = r[0] + gh * inv, r[1] + gw * inv
+        norm = (nh * nh + nw * nw).sqrt().clamp_min(1)
+        w_next = (nh / norm, nw / norm)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        r = tuple(a + (t - 1) / t_next * (a - c) for a, c in zip(w_next, w, strict=True))
+        w, t = w_next, t_next
+    return (b - mu * _grad_adjoint(*w)).clamp(0, 1), w
 
 
 def tv_estimate(
-    op: Any, y: Tensor, weight: float = 1.0, iters: int = 150, progress: bool = False
+    op: Any, y: Tensor, weight: float = 1.0, iters: int = 50, progress: bool = False
 ) -> Tensor:
-    """``argmin_{x∈[0,1]} ½‖Ax − y‖² + λ TV(x)`` by ``iters`` FISTA steps from ``clamp(Aᵀy)``,
-    per problem ``λ = weight · max(σ, 1/255)`` (σ the operator's noise std) and step
-    ``1 / (‖AᵀA‖ + 8λ/√eps)`` (the smoothed TV's Lipschitz bound): y ``(B, *out_shape)`` ->
-    ``(B, C, H, W)``. Needs a linear operator; no gradient flows through it. ``progress``
-    shows a bar over the iterations (a CS solve applies A and Aᵀ ``iters`` times)."""
-    check_guide_operator(op)
+    """``argmin_{x∈[0,1]} ½‖F(x) − y‖² + λ TV(x)`` by ``iters`` FISTA steps from
+    ``op.estimate_start(y)`` (``clamp(Aᵀy)`` for a linear operator ``F = A``): y
+    ``(B, *out_shape)`` -> ``(B, C, H, W)``. Per problem ``λ = weight · max(σ, 1/255)``
+    (σ the operator's noise std) and step ``s = 1 / (1.1‖AᵀA‖)`` (``operators.gram_norm``);
+    each step is a gradient step on the data term, then the exact prox of ``sλ TV`` with
+    the box (``tv_prox``, ``PROX_ITERS`` warm-started dual steps). For phase retrieval
+    ``F(x) = |Ax|`` this is TV-regularized amplitude flow from a constant image, a
+    non-convex problem that natural images' large mean makes benign. No gradient flows
+    through it. ``progress`` shows a bar over the steps (each applies A and Aᵀ once)."""
     with torch.no_grad():
-        x = op.adjoint(y).clamp(0, 1)
+        x = op.estimate_start(y)
         lam = weight * noise_levels(op, x.shape[0], x).clamp_min(1 / 255)
-        step = 1 / (_gram_norm(op, x) + 8 * lam / TV_EPS**0.5)
+        step = 1 / (MARGIN * gram_norm(op, x, POWER_ITERS))
         lam, step = (t.view(-1, *[1] * (x.dim() - 1)) for t in (lam, step))
-    z, t = x, 1.0
+    z, t, dual = x, 1.0, None
     for _ in tqdm(range(iters), desc="TV warm start", leave=False, disable=not progress):
         with torch.enable_grad():
             zg = z.detach().requires_grad_()
-            f = 0.5 * (op.forward(zg) - y).pow(2).sum() + (lam.flatten() * tv(zg, TV_EPS)).sum()
-            (g,) = torch.autograd.grad(f, zg)
-        x_next = (zg.detach() - step * g).clamp(0, 1)
-        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
-        z = x_next + (t - 1) / t_next * (x_next - x)
+            (g,) = torch.autograd.grad(0.5 * (op.forward(zg) - y).pow(2).sum(), zg)
+        with torch.no_grad():
+            x_next, dual = tv_prox(zg.detach() - step * g, step * lam, PROX_ITERS, dual)
+            t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+            z = x_next + (t - 1) / t_next * (x_next - x)
         x, t = x_next, t_next
     return x.detach()
 
@@ -102,8 +146,8 @@ def guide_input(config: NetConfig, op: Any, y: Tensor, progress: bool = False) -
     ``config.coverage``, ``Aᵀ A 1`` averaged over channels:
     ``(B, config.guide_channels, H, W)``. With ``config.guide == "tv"`` the image is
     ``tv_estimate(op, y, config.guide_weight, config.guide_iters, progress)``. Needs a
-    linear operator."""
-    check_guide_operator(op)
+    linear operator, or for the TV estimate one with a start estimate (phase retrieval)."""
+    check_guide_operator(config, op)
     if config.guide == "tv":
         g = tv_estimate(op, y, config.guide_weight, config.guide_iters, progress)
     else:

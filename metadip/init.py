@@ -36,6 +36,7 @@ TASK_DEFAULTS: dict[str, str] = {
     "inpaint": "inpaint.safetensors",
     "cs": "cs.safetensors",
     "blur": "blur.safetensors",
+    "pr": "pr.safetensors",
 }
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
 SCHEDULES = ("constant", "cosine")  # with_rates

@@ -54,7 +54,8 @@ class NetConfig:
     ``guide="adjoint"``, the operator's adjoint of the measurement (the noisy image for
     denoising), or ``guide="tv"``, the TV-regularized least-squares estimate
     ``argmin_{x∈[0,1]} ½‖Ax − y‖² + λ TV(x)``, ``λ = guide_weight · max(σ, 1/255)``, after
-    ``guide_iters`` FISTA steps (``metadip.guide.tv_estimate``; a warm start for CS).
+    ``guide_iters`` FISTA steps (``metadip.guide.tv_estimate``; a warm start for CS, PR
+    and deblurring).
     ``residual``: the output is ``guide + head`` instead of ``sigmoid(head)``.
     ``noise_level``: the guide is followed by one constant channel holding the
     operator's noise std (a noise-level map, as in FFDNet).
@@ -78,7 +79,7 @@ class NetConfig:
     siren_w0: float = 30.0
     input: str = "noise"
     guide: str = "adjoint"
-    guide_iters: int = 150
+    guide_iters: int = 50
     guide_weight: float = 1.0
     residual: bool = False
     noise_level: bool = False

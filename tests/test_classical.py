@@ -119,6 +119,12 @@ def test_gram_norm_and_steps_relative_to_it():
     assert torch.allclose(gram_norm(op, like, iters=200), top.expand(2), rtol=1e-6)
     mask = Inpainting((1, 8, 8), ratio=0.5, seed=0).to(dtype=F64)
     assert torch.allclose(gram_norm(mask, like), torch.ones(2, dtype=F64))
+    # Phase retrieval |Ax|: the Gram of v ↦ ∇½‖|Av|‖² = Re(AᴴA) v (the TV guide's step).
+    pr = PhaseRetrieval((1, 8, 8), 0.5, seed=7).to(dtype=F64)
+    a_real, a_imag = pr.planes()
+    gram = a_real.t() @ a_real + a_imag.t() @ a_imag
+    top = torch.linalg.matrix_norm(gram, ord=2)
+    assert torch.allclose(gram_norm(pr, like, iters=200), top.expand(2), rtol=1e-6)
     # The init's step is in units of 1/‖AᵀA‖: the same init converges on CS, where the
     # absolute step would diverge (‖AᵀA‖ ≈ 9 here).
     y = op.forward(torch.rand(1, 8, 8, dtype=F64))[None]

@@ -225,6 +225,32 @@ def test_inpainting_pretraining_adds_the_mask_channel(images, tmp_path):
     assert rec.image.shape == (3, 16, 16) and torch.isfinite(rec.image).all()
 
 
+def test_tv_guided_pretraining_warm_starts_from_an_adjoint_guided_init(images, tmp_path, capsys):
+    first = tmp_path / "adjoint"
+    assert _train(images, first, "--outer-steps=2", "--tasks=cs") == 0
+    source = MetaInit.load(first / "init.safetensors")
+    out = tmp_path / "tv"
+    extra = ("--tasks=cs,pr", "--guide=tv", "--guide-iters=3", "--guide-weights=pr=0.3")
+    start = f"--init-from={first / 'init.safetensors'}"
+    assert _train(images, out, "--outer-steps=1", "--outer-lr=1e-12", start, *extra) == 0
+    init = MetaInit.load(out / "init.safetensors")
+    assert (init.config.guide, init.config.guide_iters) == ("tv", 3)
+    assert replace(init.config, guide="adjoint", guide_iters=50) == source.config
+    for k in source.weights:  # one step at a negligible rate: still the source's weights
+        torch.testing.assert_close(init.weights[k], source.weights[k], rtol=0, atol=1e-9)
+    # Phase retrieval trains on the TV amplitude-flow guide (no adjoint needed).
+    op = PhaseRetrieval((3, 16, 16), 0.5, 0.1, seed=0, channelwise=True)
+    rec = reconstruct(op.measure(torch.rand(3, 16, 16)), op, init=init)
+    assert torch.isfinite(rec.image).all()
+    # A network that is not the configured one is refused before any work.
+    assert _train(images, tmp_path / "bad", "--outer-steps=1", "--width=8", start, *extra) == 2
+    assert "differs from the configured" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="guide_weights names tasks not trained"):
+        TrainConfig(method="educated", tasks="cs", guide="tv", guide_weights={"pr": 0.3})
+    with pytest.raises(ValueError, match="use method 'educated'"):
+        TrainConfig(guide="tv")
+
+
 def _sure_init(steps: int = 3) -> MetaInit:
     init = guided_init(channels=1, steps=steps)
     return replace(init, loss="sure")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from metadip import evaluate, io
 from metadip.cli import main
-from metadip.init import MetaInit
+from metadip.init import TASK_DEFAULTS, MetaInit
 from metadip.metrics import psnr
 
 GRID = {"strength": (15.0, 40.0), "rho": (0.5,), "iters": (2, 4)}
@@ -79,7 +79,7 @@ def test_same_measurement_for_every_method(images):
     assert evaluate.cell_seed(name, "cs:0.25") != seed
 
 
-def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
+def test_educated_and_decoder_methods(images, tiny_init, tmp_path, monkeypatch):
     # Patches of 32x32: the decoder's 6 layers need sides that are multiples of 32.
     cfg = _cfg(images, tmp_path, tiny_init, methods=["educated", "decoder"], patches=1)
     rows = {(r["task"], r["method"]): r for r in evaluate.run_eval(cfg, log=lambda _: None)}
@@ -90,7 +90,7 @@ def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
     # CS has its own shipped Educated-DIP init (the denoiser on a TV warm start).
     cs = rows[("cs:0.5", "educated")]
     assert cs["status"] == "ok" and "cs" in cs["init"]
-    # Inpainting too; phase retrieval has none (its operator has no adjoint).
+    # Inpainting too, and phase retrieval (a TV amplitude-flow start: no adjoint needed).
     cfg = _cfg(
         images,
         tmp_path / "i",
@@ -101,6 +101,11 @@ def test_educated_and_decoder_methods(images, tiny_init, tmp_path):
     )
     inp, pr = evaluate.run_eval(cfg, log=lambda _: None)
     assert inp["status"] == "ok" and "inpaint" in inp["init"]
+    assert pr["status"] == "ok" and "'pr'" in pr["init"]
+    # A task with no shipped Educated-DIP init is skipped with a way out.
+    monkeypatch.delitem(TASK_DEFAULTS, "pr")
+    cfg = _cfg(images, tmp_path / "p", tiny_init, tasks=["pr:0.5"], methods=["educated"], patches=1)
+    (pr,) = evaluate.run_eval(cfg, log=lambda _: None)
     assert pr["task"] == "pr:0.5" and pr["status"] == "skipped"
     assert "--educated-init" in pr["reason"]
     dec = rows[("denoise:25", "decoder")]

@@ -179,12 +179,14 @@ def test_shipped_task_default_loads_with_its_provenance(task):
     assert torch.allclose(init.log_lr, expect.log_lr)
 
 
-@pytest.mark.parametrize(("task", "weight", "rate_scale"), [("cs", 1.0, 1.0), ("blur", 0.3, 0.1)])
+@pytest.mark.parametrize(
+    ("task", "weight", "rate_scale"), [("cs", 1.0, 1.0), ("blur", 0.3, 0.1), ("pr", 0.3, 1.0)]
+)
 def test_shipped_tv_started_default_is_the_denoiser_on_a_tv_guide(task, weight, rate_scale):
     ours, den = load_init("default", task=task), load_init("default", task="denoise")
     assert default_init_path(task).name == f"{task}.safetensors"
     assert ours.config == dataclasses.replace(
-        den.config, guide="tv", guide_iters=150, guide_weight=weight
+        den.config, guide="tv", guide_iters=50, guide_weight=weight
     )
     # SURE is for denoising: these fits minimize the data term.
     assert (ours.rule, ours.loss, ours.steps) == ("adam", "mse", 50)

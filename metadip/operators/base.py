@@ -111,6 +111,27 @@ class Operator(nn.Module):
             f"{type(self).__name__} has no cheap pseudo-inverse; use adjoint(y) or a solver"
         )
 
+    @property
+    def has_start(self) -> bool:
+        """Whether ``estimate_start`` works: a linear operator, or one that defines it."""
+        return self.linear or type(self)._start is not Operator._start
+
+    def estimate_start(self, y: Tensor) -> Tensor:
+        """A crude image for ``y`` where an iterative solver starts,
+        ``(*, *out_shape) -> (*, *in_shape)`` in [0, 1]: ``clamp(Aᵀy, 0, 1)`` for a linear
+        operator; a non-linear one says its own (``PhaseRetrieval``: a constant image)."""
+        yb, single = self._split(y, self.out_shape, "y")
+        x = self._start(yb)
+        return x[0] if single else x
+
+    def _start(self, y: Tensor) -> Tensor:
+        if not self.linear:
+            raise NotImplementedError(
+                f"{type(self).__name__} is not linear and has no start estimate for an "
+                "iterative solver"
+            )
+        return self._adjoint(y).clamp(0, 1)
+
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -137,17 +158,32 @@ def require_linear(op: object, needs: str, instead: str) -> None:
 
 
 def gram_norm(op: object, like: Tensor, iters: int = 20) -> Tensor:
-    """``‖AᵀA‖`` of a linear operator per item of ``like`` ``(B, *in_shape)``, ``(B,)``, by
-    ``iters`` power iterations from a seeded start (no graph): the Lipschitz constant of
-    the data term's gradient, so ``1 / gram_norm`` is the largest safe gradient step
-    (1 for a mask, ≤ 1 for a normalized blur, about (1 + √(n/m))² for Gaussian CS; 0 for
-    an operator that observes nothing)."""
-    gen = torch.Generator().manual_seed(0)
-    v = torch.randn(like.shape, generator=gen, dtype=torch.float64).to(like)
-    with torch.no_grad():
-        for _ in range(iters):
-            v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (v.dim() - 1))
-            w = op.adjoint(op.forward(v))
-            lam = (w * v).flatten(1).sum(dim=1)
-            v = w
+    """``‖AᵀA‖`` per item of ``like`` ``(B, *in_shape)``, ``(B,)``, by ``iters`` power
+    iterations (no graph): the Lipschitz constant of the data term's gradient, so
+    ``1 / gram_norm`` is the largest safe gradient step (1 for a mask, ≤ 1 for a
+    normalized blur, about (1 + √(n/m))² for Gaussian CS; 0 for an operator that observes
+    nothing). For phase retrieval ``F(x) = |Ax|`` it is ``‖Re(AᴴA)‖``, the Gram of
+    ``v ↦ ∇ ½‖F(v)‖²``, which is how a non-linear operator is iterated. The start is a
+    fixed positive pattern made on ``like``'s device: a start drawn on the host would be a
+    copy that CUDA-graph capture rejects."""
+    n = like[0].numel()
+    ramp = torch.arange(n, device=like.device, dtype=like.dtype).mul_(0.6180339887).frac_()
+    v = (0.5 + ramp).expand(like.shape[0], n).reshape(like.shape)
+    lam = like.new_zeros(like.shape[0])
+    for _ in range(iters):
+        v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (v.dim() - 1))
+        w = _gram_apply(op, v)
+        lam = (w * v).flatten(1).sum(dim=1)
+        v = w
     return lam
+
+
+def _gram_apply(op: object, v: Tensor) -> Tensor:
+    """``AᵀA v`` for a linear operator, ``∇_v ½‖F(v)‖²`` for a non-linear one."""
+    if getattr(op, "linear", False):
+        with torch.no_grad():
+            return op.adjoint(op.forward(v))  # type: ignore[attr-defined]
+    with torch.enable_grad():
+        vg = v.detach().requires_grad_()
+        (g,) = torch.autograd.grad(0.5 * op.forward(vg).pow(2).sum(), vg)  # type: ignore[attr-defined]
+    return g

@@ -142,6 +142,15 @@ class PhaseRetrieval(_MatrixOperator):
             y = functional.complex_measure(flat, *self.planes())
         return self._unflat_y(y, x.shape[0])
 
+    def _start(self, y: Tensor) -> Tensor:
+        # The constant image c·1 whose measurement energy matches y's, per channel when
+        # channelwise: ‖A(c·1)‖² = ‖y‖² − mσ² (E|aᵢx + eᵢ|² = |aᵢx|² + σ²). A natural
+        # image's mean dominates it, which is what amplitude flow needs to find the phase.
+        ones = y.new_ones(y.shape[0], *self.in_shape)
+        energy = (y.pow(2).sum(dim=-1) - self.m * self.sigma**2).clamp_min(0)
+        c = (energy / self._forward(ones).pow(2).sum(dim=-1).clamp_min(1e-30)).sqrt()
+        return ones * c.clamp(0, 1).view(y.shape[0], -1, 1, 1)
+
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``|A x + e|`` with complex Gaussian e (noise enters before the magnitude, so in
         seeded storage this one call materializes A)."""

@@ -159,6 +159,14 @@ class Stacked(Operator):
         self._items(y, "y")
         return torch.cat([o.adjoint(y[i : i + 1]) for i, o in enumerate(self.ops)])
 
+    @property
+    def has_start(self) -> bool:
+        return all(o.has_start for o in self.ops)
+
+    def _start(self, y: Tensor) -> Tensor:
+        self._items(y, "y")
+        return torch.cat([o.estimate_start(y[i : i + 1]) for i, o in enumerate(self.ops)])
+
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Each item measured by its own operator (its own noise model)."""
         xb, single = self._split(x, self.in_shape, "x")

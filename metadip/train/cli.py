@@ -54,7 +54,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "plot_steps": "inner steps shown in the convergence plot",
         "out": "output folder",
         "threads": "torch CPU threads (0: default)",
-        "init_from": "start from this init file (same network) instead of a random one",
+        "init_from": "start from this init file (same network; educated: up to the guide) "
+        "instead of a random one",
+        "guide": "educated: the network's guide image, adjoint (A^T y) or tv (TV estimate)",
+        "guide_iters": "educated, guide tv: FISTA steps of the TV estimate",
+        "guide_weights": "educated, guide tv: TV weight per task (x sigma), e.g. cs=1,pr=0.3 "
+        "(1 for tasks not named)",
     }
     defaults = TrainConfig()
     for f in fields(TrainConfig):

@@ -120,6 +120,11 @@ class TrainConfig:
     sigma: list[float] = field(default_factory=lambda: [25.0, 25.0])
     ratio: list[float] = field(default_factory=lambda: [0.25, 0.25])
     mono_fraction: float = 0.0  # educated: share of gray training pairs
+    # educated: the network's guide image ("adjoint": Aᵀy; "tv": metadip.guide.tv_estimate
+    # with guide_iters steps at TV weight guide_weights[task], 1.0 for tasks not listed)
+    guide: str = "adjoint"
+    guide_iters: int = 50
+    guide_weights: dict[str, float] = field(default_factory=dict)
     # validation, output, machine
     val_patches: int = 8
     val_patch: int = 0  # 0: the training patch size
@@ -147,6 +152,19 @@ class TrainConfig:
         NetConfig(**self.solver_options)  # the solver's own checks, before any work
         if self.method == "educated" and self.network != "skip":
             raise ValueError(f"method 'educated' trains the skip network, not a {self.network}")
+        if self.guide != "adjoint" and self.method != "educated":
+            raise ValueError(
+                f"guide {self.guide!r} is an Educated-DIP input: use method 'educated'"
+            )
+        NetConfig(input="image", guide=self.guide, guide_iters=self.guide_iters)
+        if isinstance(self.guide_weights, str):  # the --guide-weights flag: cs=1,pr=0.3
+            pairs = [item.split("=", 1) for item in self.guide_weights.split(",") if item]
+            if any(len(kv) != 2 for kv in pairs):
+                raise ValueError(f"guide_weights must read TASK=W,..., got {self.guide_weights!r}")
+            self.guide_weights = {k.strip(): float(v) for k, v in pairs}
+        bad = {k: v for k, v in self.guide_weights.items() if not (v >= 0 and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"guide_weights must be finite numbers >= 0, got {bad}")
         if self.val_patch < 0:
             raise ValueError(f"val_patch must be >= 0 (0 = patch), got {self.val_patch}")
         if not (self.clip >= 0 and math.isfinite(self.clip)):
@@ -158,6 +176,12 @@ class TrainConfig:
         if not 0 <= self.mono_fraction <= 1:
             raise ValueError(f"mono_fraction must be in [0, 1], got {self.mono_fraction}")
         self.tasks = parse_mixture(self.tasks)
+        unknown = set(self.guide_weights) - set(self.tasks)
+        if unknown:
+            raise ValueError(
+                f"guide_weights names tasks not trained: {sorted(unknown)} (tasks: "
+                f"{sorted(self.tasks)})"
+            )
         if self.inner_loss == "sure" and (
             self.method != "educated" or not set(self.tasks) <= set(SURE_TASKS)
         ):
@@ -219,10 +243,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """From a flat dict or one with sections (``[network]``, ``[outer]`` ...) one level
-        deep; ``tasks`` may be a table ``{name = probability}``."""
+        deep; ``tasks`` and ``guide_weights`` may be tables ``{name = value}``."""
         flat: dict[str, Any] = {}
         for k, v in d.items():
-            if isinstance(v, dict) and k != "tasks":
+            if isinstance(v, dict) and k not in ("tasks", "guide_weights"):
                 flat.update(v)
             else:
                 flat[k] = v

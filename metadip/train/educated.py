@@ -63,6 +63,9 @@ EDUCATED_NETWORK = {
 def educated_init(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
     """An untrained Educated-DIP init for ``cfg``: residual image-input network, and the
     fine-tune rule (``cfg.rule`` at ``cfg.inner_lr`` for ``cfg.steps`` steps)."""
+    network = {**EDUCATED_NETWORK, "coverage": "inpaint" in cfg.tasks}  # masks need it
+    if cfg.guide != "adjoint":
+        network.update(guide=cfg.guide, guide_iters=cfg.guide_iters)
     init = MetaInit.random(
         cfg.channels,
         width=cfg.width,
@@ -75,10 +78,23 @@ def educated_init(cfg: TrainConfig, dtype: torch.dtype) -> MetaInit:
         tv_weight=cfg.tv_weight,
         num_fourier=0,
         dtype=dtype,
-        # A masked task needs to tell missing pixels from black ones.
-        network={**EDUCATED_NETWORK, "coverage": "inpaint" in cfg.tasks},
+        network=network,
     )
-    return replace(init, jitter=0.0, ema=0.0, loss=cfg.inner_loss)
+    init = replace(init, jitter=0.0, ema=0.0, loss=cfg.inner_loss)
+    return _warm_start(cfg, init) if cfg.init_from else init
+
+
+def _warm_start(cfg: TrainConfig, init: MetaInit) -> MetaInit:
+    """``init`` with the weights of ``cfg.init_from``, whose network must be the configured
+    one up to its guide (e.g. the shipped denoiser, retrained on TV-estimate inputs)."""
+    loaded = MetaInit.load(cfg.init_from)
+    guide = {k: getattr(init.config, k) for k in ("guide", "guide_iters", "guide_weight")}
+    if replace(loaded.config, **guide) != init.config:
+        raise ValueError(
+            f"init_from {cfg.init_from}: network {loaded.config.to_dict()} differs from the "
+            f"configured {init.config.to_dict()} (beyond the guide)"
+        )
+    return replace(init, weights={k: v.to(init.dtype) for k, v in loaded.weights.items()})
 
 
 def _pairs(
@@ -87,8 +103,10 @@ def _pairs(
     tasks: TaskSampler,
     mono_fraction: float,
     gen: torch.Generator,
+    guide_weights: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Network inputs ``Aᵀy`` and targets x ``(B, C, H, W)`` for clean ``patches``. A
+    """Network inputs (the guide: ``Aᵀy``, or the TV estimate at the task's weight in
+    ``guide_weights``) and targets x ``(B, C, H, W)`` for clean ``patches``. A
     ``mono_fraction`` of them are made gray (channel mean), measured as 1-channel images
     and repeated to C channels, as ``reconstruct`` feeds gray images to a colour init.
     Random measurement matrices are drawn once per call (per task and shape)."""
@@ -99,7 +117,8 @@ def _pairs(
         if mono_fraction > 0 and float(torch.rand((), generator=gen)) < mono_fraction:
             x = x.mean(dim=0, keepdim=True)
         _, op, y = tasks.make(x, gen, shared)
-        guides.append(guide_input(config, op, y[None]))
+        weight = (guide_weights or {}).get(op.task, config.guide_weight)
+        guides.append(guide_input(replace(config, guide_weight=weight), op, y[None]))
         targets.append(x.expand(c, -1, -1))
     return torch.cat(guides), torch.stack(targets)
 
@@ -196,7 +215,9 @@ def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True
             for group in opt.param_groups:
                 group["lr"] = cfg.outer_lr_at(s)
             patches = sampler.sample(cfg.meta_batch, gen).to(dtype)
-            guide, x = _pairs(init.config, patches, task_sampler, cfg.mono_fraction, gen)
+            guide, x = _pairs(
+                init.config, patches, task_sampler, cfg.mono_fraction, gen, cfg.guide_weights
+            )
             diff = net(guide.to(device)) - x.to(device)
             loss = diff.pow(2).mean() if cfg.loss == "l2" else diff.abs().mean()
             opt.zero_grad(set_to_none=True)

@@ -1,15 +1,18 @@
 """Writes a shipped per-task default made of the denoising default's network fed the
 TV-regularized least-squares estimate instead of Aᵀy (``guide="tv"``).
 
-    python benchmarks/results/recipe_study/ship_tv_guide.py --task cs [--iters 150] [--weight 1.0]
+    python benchmarks/results/recipe_study/ship_tv_guide.py --task cs [--iters 50] [--weight 1.0]
     python benchmarks/results/recipe_study/ship_tv_guide.py --task blur --weight 0.3 --rate-scale X
+    python benchmarks/results/recipe_study/ship_tv_guide.py --task pr --weight 0.3
 
 The shipped denoiser (``metadip/weights/denoise.safetensors``: Educated DIP, residual, a
 noise-level channel) gets ``NetConfig(guide="tv", guide_iters, guide_weight)`` and the
 data-fit loss (SURE is for denoising only); its weights and Adam fine-tune rule are kept,
 the rule's rates multiplied by ``--rate-scale`` (``MetaInit.scaled_rates``).
 The TV weight (λ = weight · σ) and iteration count were chosen on the tuning patches
-(λ ∈ {0.03, 0.1, 0.3} at σ = 25/255, 50–200 iterations; README of this folder).
+(λ ∈ {0.03, 0.1, 0.3} at σ = 25/255, 50–200 iterations; for phase retrieval, where the
+estimate is TV-regularized amplitude flow, weight ∈ {0.1, 0.3, 1, 3}; README of this
+folder).
 Written to ``metadip/weights/<task>.safetensors`` with its provenance.
 """
 
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, help="the operator task it is shipped for")
-    p.add_argument("--iters", type=int, default=150)
+    p.add_argument("--iters", type=int, default=50)
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--rate-scale", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=None, help="default: metadip/weights/<task>")
