@@ -2,9 +2,9 @@
 
 Denoising σ = 25 on the 128×128 astronaut patch (the demo's); CS at m/n = 1/4 (a 128²
 dense matrix is 0.8 GB), phase retrieval at m/n = 1/4 (one matrix per channel) and
-deblurring (9×9 Gaussian, width 2), σ = 25, on its 64×64 version; 50 steps, seed 0. The margins sit well
-under what the shipped files measure (recorded in benchmarks/results/recipe_study/README.md)
-and well over what a broken init gives.
+deblurring (9×9 Gaussian, width 2), σ = 25, on its 64×64 version; 50 steps, seed 0. The
+margins sit well under what the shipped files measure (recorded in
+benchmarks/results/recipe_study/README.md) and well over what a broken init gives.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def test_shipped_denoising_default_serves_gray_images(problem):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "weight"),
-    # Measured: CS 25.87 dB (TV start 25.38, general default 23.80, Aᵀy 6.5); deblurring
-    # 25.06 (TV start 24.48, general default 23.21, blurred input 17.19); phase retrieval
-    # 26.43 (TV amplitude-flow start 26.01, general default 24.94).
+    # Measured: CS 25.79 dB (TV start 25.23, general default 23.80, Aᵀy 6.5); deblurring
+    # 25.00 (TV start 24.12, general default 23.21, blurred input 17.19); phase retrieval
+    # 26.52 (TV amplitude-flow start 25.97, general default 24.94).
     [("cs", 1.0), ("blur", 0.3), ("pr", 0.3)],
 )
 def test_shipped_tv_started_default_refines_its_start_and_beats_the_general_one(task, weight):
