@@ -394,7 +394,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     text = "\n".join(lines).lstrip("\n") + "\n"
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        (OUT / args.out).write_text(text)  # like --rows, relative to the study folder
 
 
 def _order(item: tuple) -> tuple:
@@ -427,7 +427,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--task", default=None)
     t.add_argument("--ref", default=None)
     t.add_argument("--ref-steps", default="50")
-    t.add_argument("--out", default=None, help="also write the tables to this file")
+    t.add_argument(
+        "--out", default=None, help="also write the tables to this file (in the study folder)"
+    )
     t.add_argument("--patches", type=int, default=0, help="only the first N patches of --list")
     t.add_argument("--list", default="validation.tsv")
     args = p.parse_args(argv)
