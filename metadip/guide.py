@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from metadip.networks import NetConfig
 from metadip.operators import gram_norm, require_linear
+from metadip.reference import forward_differences
 
 __all__ = [
     "check_guide_operator",
@@ -67,17 +68,9 @@ def check_guide_operator(config: NetConfig, op: Any) -> None:
     )
 
 
-def _grad(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Forward differences ``(∂_h x, ∂_w x)``, zero past the last row / column (Neumann),
-    as ``reference.tv_ref`` takes them."""
-    dh = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-    dw = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
-    return dh, dw
-
-
 def _grad_adjoint(ph: Tensor, pw: Tensor) -> Tensor:
-    """``∇ᵀ(p_h, p_w)`` (minus the divergence); the last row of p_h and column of p_w,
-    which ``_grad`` never fills, are ignored."""
+    """``∇ᵀ(p_h, p_w)`` (minus the divergence) of ``reference.forward_differences``; the last
+    row of p_h and column of p_w, which the differences never fill, are ignored."""
     ph, pw = ph[..., :-1, :], pw[..., :, :-1]
     return (
         F.pad(ph, (0, 0, 1, 0))
@@ -85,6 +78,11 @@ def _grad_adjoint(ph: Tensor, pw: Tensor) -> Tensor:
         + F.pad(pw, (1, 0, 0, 0))
         - F.pad(pw, (0, 1, 0, 0))
     )
+
+
+def _next_t(t: float) -> float:
+    """FISTA's momentum sequence: ``t_{k+1} = (1 + √(1 + 4 t_k²)) / 2``."""
+    return (1 + (1 + 4 * t * t) ** 0.5) / 2
 
 
 def tv_prox(
@@ -99,11 +97,11 @@ def tv_prox(
     inv = torch.where(mu > 0, 0.125 / mu, torch.zeros_like(mu))
     r, t = w, 1.0
     for _ in range(iters):
-        gh, gw = _grad((b - mu * _grad_adjoint(*r)).clamp(0, 1))
+        gh, gw = forward_differences((b - mu * _grad_adjoint(*r)).clamp(0, 1))
         nh, nw = r[0] + gh * inv, r[1] + gw * inv
         norm = (nh * nh + nw * nw).sqrt().clamp_min(1)
         w_next = (nh / norm, nw / norm)
-        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        t_next = _next_t(t)
         r = tuple(a + (t - 1) / t_next * (a - c) for a, c in zip(w_next, w, strict=True))
         w, t = w_next, t_next
     return (b - mu * _grad_adjoint(*w)).clamp(0, 1), w
@@ -133,7 +131,7 @@ def tv_estimate(
             (g,) = torch.autograd.grad(0.5 * (op.forward(zg) - y).pow(2).sum(), zg)
         with torch.no_grad():
             x_next, dual = tv_prox(zg.detach() - step * g, step * lam, PROX_ITERS, dual)
-            t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+            t_next = _next_t(t)
             z = x_next + (t - 1) / t_next * (x_next - x)
         x, t = x_next, t_next
     return x.detach()

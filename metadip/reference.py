@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "forward_differences",
     "check_measure_args",
     "complex_measure_ref",
     "fourier_double_backward",
@@ -46,9 +47,16 @@ def tv_ref(x: Tensor, eps: float = 1e-6) -> Tensor:
         raise ValueError(f"tv expects x of shape (B, C, H, W), got shape {tuple(x.shape)}")
     if eps <= 0:
         raise ValueError(f"tv needs eps > 0 to be differentiable everywhere, got {eps}")
-    dh = torch.nn.functional.pad(x[:, :, 1:, :] - x[:, :, :-1, :], (0, 0, 0, 1))
-    dw = torch.nn.functional.pad(x[:, :, :, 1:] - x[:, :, :, :-1], (0, 1, 0, 0))
+    dh, dw = forward_differences(x)
     return torch.sqrt(dh * dh + dw * dw + eps).sum(dim=(1, 2, 3))
+
+
+def forward_differences(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(∂_h x, ∂_w x)`` of ``(..., H, W)``, each ``(..., H, W)``: forward differences, zero
+    past the last row / column (Neumann), as TV takes them."""
+    dh = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    dw = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    return dh, dw
 
 
 def check_measure_args(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "TaskSpec",
     "check_mixture",
     "make_operator",
+    "parse_assignments",
     "parse_mixture",
     "parse_task",
 ]
@@ -156,18 +157,30 @@ def check_mixture(tasks: dict[str, float]) -> None:
         raise ValueError(f"task probabilities must be >= 0 and not all 0, got {tasks}")
 
 
+def parse_assignments(
+    text: str, what: str, value: str, default: float | None = None
+) -> dict[str, float]:
+    """``"a=1,b=0.5"`` -> ``{"a": 1.0, "b": 0.5}`` (a command-line flag's table); a bare
+    ``NAME`` takes ``default``, and is an error without one. ``what`` and ``value`` name
+    the option and its values in the error."""
+    form = f"NAME={value}" if default is None else f"NAME or NAME={value}"
+    out: dict[str, float] = {}
+    for part in filter(None, (s.strip() for s in text.split(","))):
+        name, eq, v = part.partition("=")
+        if not eq and default is None:
+            raise ValueError(f"{what}: {part!r} is not {form}")
+        try:
+            out[name.strip()] = float(v) if eq else default
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not {form}") from None
+    return out
+
+
 def parse_mixture(tasks: Any) -> dict[str, float]:
     """A training mixture from ``"denoise"``, ``"denoise=1,cs=0.5"``, a list of names or a
     dict, as ``{name: probability}`` (checked by ``check_mixture``)."""
     if isinstance(tasks, str):
-        out: dict[str, float] = {}
-        for part in filter(None, (s.strip() for s in tasks.split(","))):
-            name, _, p = part.partition("=")
-            try:
-                out[name.strip()] = float(p) if p else 1.0
-            except ValueError:
-                raise ValueError(f"tasks: {part!r} is not NAME or NAME=PROBABILITY") from None
-        tasks = out
+        tasks = parse_assignments(tasks, "tasks", "PROBABILITY", default=1.0)
     elif isinstance(tasks, (list, tuple)):
         tasks = {str(t): 1.0 for t in tasks}
     if isinstance(tasks, dict):

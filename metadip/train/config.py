@@ -12,7 +12,7 @@ from metadip.losses import SURE_TASKS
 from metadip.meta import LOSSES, MODES
 from metadip.networks import KINDS, NetConfig
 from metadip.rules import RULES as UPDATE_RULES
-from metadip.tasks import parse_mixture
+from metadip.tasks import parse_assignments, parse_mixture
 
 try:
     import tomllib
@@ -158,10 +158,7 @@ class TrainConfig:
             )
         NetConfig(input="image", guide=self.guide, guide_iters=self.guide_iters)
         if isinstance(self.guide_weights, str):  # the --guide-weights flag: cs=1,pr=0.3
-            pairs = [item.split("=", 1) for item in self.guide_weights.split(",") if item]
-            if any(len(kv) != 2 for kv in pairs):
-                raise ValueError(f"guide_weights must read TASK=W,..., got {self.guide_weights!r}")
-            self.guide_weights = {k.strip(): float(v) for k, v in pairs}
+            self.guide_weights = parse_assignments(self.guide_weights, "guide_weights", "WEIGHT")
         bad = {k: v for k, v in self.guide_weights.items() if not (v >= 0 and math.isfinite(v))}
         if bad:
             raise ValueError(f"guide_weights must be finite numbers >= 0, got {bad}")
