@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metadip import graphs, reconstruct
-from metadip.operators import CompressiveSensing, Denoise
+from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval
 from tests.conftest import smooth_image, tiny_init
 
 pytestmark = pytest.mark.gpu
@@ -40,13 +40,28 @@ def _y(op, n=2):
 
 # lr 0.05: a fit that does not amplify rounding (at lr 0.3 the CS fit turns a 1e-6 change
 # of y into a 2e-2 change of the image); atomics still make two fits differ in the last bits.
-@pytest.mark.parametrize("kind", ["denoise", "cs", "guided"])
+# "guided": an Educated-DIP input (A^T y, noise-level and coverage maps) computed inside
+# the graph, as the shipped denoising default does. "tv-cs" / "tv-pr": the TV warm start
+# (FISTA with the exact TV prox; for phase retrieval amplitude flow, with autograd of |Ax|
+# inside it and the operator's norm from power iteration), as the shipped CS and PR defaults.
+NETWORKS = {
+    "guided": {"input": "image", "noise_level": True, "coverage": True},
+    "tv-cs": {"input": "image", "noise_level": True, "guide": "tv", "guide_iters": 4},
+    "tv-pr": {"input": "image", "noise_level": True, "guide": "tv", "guide_iters": 4},
+}
+
+
+@pytest.mark.parametrize("kind", ["denoise", "cs", "guided", "tv-cs", "tv-pr"])
 def test_graph_replay_equals_eager(kind):
     graphs.clear_cache()
-    op = CompressiveSensing(SHAPE, 0.25, seed=0) if kind == "cs" else Denoise(SHAPE, 0.1)
-    # "guided": an Educated-DIP input (A^T y, noise-level and coverage maps) computed inside
-    # the graph, as the shipped denoising default does.
-    net = {"input": "image", "noise_level": True, "coverage": True} if kind == "guided" else None
+    sigma = 0.05 if kind.startswith("tv") else 0.0  # TV weight λ ∝ σ
+    if kind.endswith("pr"):
+        op = PhaseRetrieval(SHAPE, 0.25, sigma=sigma, seed=0)
+    elif kind.endswith("cs"):
+        op = CompressiveSensing(SHAPE, 0.25, sigma=sigma, seed=0)
+    else:
+        op = Denoise(SHAPE, 0.1)
+    net = NETWORKS.get(kind)
     init = tiny_init(3, steps=8, lr=0.05, dtype=torch.float32, network=net)
     y = _y(op)
     eager = reconstruct(y, op, init=init, graph=False)

@@ -180,7 +180,7 @@ def test_shipped_task_default_loads_with_its_provenance(task):
 
 
 @pytest.mark.parametrize(
-    ("task", "weight", "rate_scale"), [("cs", 1.0, 1.0), ("blur", 0.3, 0.1), ("pr", 0.3, 1.0)]
+    ("task", "weight", "rate_scale"), [("cs", 1.0, 1.0), ("blur", 0.3, 0.05), ("pr", 0.3, 1.0)]
 )
 def test_shipped_tv_started_default_is_the_denoiser_on_a_tv_guide(task, weight, rate_scale):
     ours, den = load_init("default", task=task), load_init("default", task="denoise")

@@ -4,11 +4,15 @@ TV-regularized least-squares estimate instead of Aᵀy (``guide="tv"``).
     python benchmarks/results/recipe_study/ship_tv_guide.py --task cs [--iters 50] [--weight 1.0]
     python benchmarks/results/recipe_study/ship_tv_guide.py --task blur --weight 0.3 --rate-scale X
     python benchmarks/results/recipe_study/ship_tv_guide.py --task pr --weight 0.3
+    python benchmarks/results/recipe_study/ship_tv_guide.py --task cs \
+        --source benchmarks/results/educated_tv/init.safetensors --out CANDIDATE
 
 The shipped denoiser (``metadip/weights/denoise.safetensors``: Educated DIP, residual, a
 noise-level channel) gets ``NetConfig(guide="tv", guide_iters, guide_weight)`` and the
 data-fit loss (SURE is for denoising only); its weights and Adam fine-tune rule are kept,
-the rule's rates multiplied by ``--rate-scale`` (``MetaInit.scaled_rates``).
+the rule's rates multiplied by ``--rate-scale`` (``MetaInit.scaled_rates``). ``--source``
+takes the network from another file of the same kind instead, e.g. a checkpoint of
+``configs/educated_tv.toml``, the denoiser pretrained further on TV starts.
 The TV weight (λ = weight · σ) and iteration count were chosen on the tuning patches
 (λ ∈ {0.03, 0.1, 0.3} at σ = 25/255, 50–200 iterations; for phase retrieval, where the
 estimate is TV-regularized amplitude flow, weight ∈ {0.1, 0.3, 1, 3}; README of this
@@ -35,24 +39,34 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--rate-scale", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=None, help="default: metadip/weights/<task>")
+    p.add_argument(
+        "--source",
+        type=Path,
+        default=Path("metadip/weights/denoise.safetensors"),
+        help="the network and Adam rule to start from (relative to the repository)",
+    )
     args = p.parse_args(argv)
-    source = ROOT / "metadip" / "weights" / "denoise.safetensors"
-    init = MetaInit.load(source)
+    init = MetaInit.load(ROOT / args.source)
     config = replace(init.config, guide="tv", guide_iters=args.iters, guide_weight=args.weight)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    # The rule's base rate: the denoiser's file records it; a training checkpoint does not,
+    # so it is read from the rule itself (every rate of the shipped Adam rule is equal).
+    base_lr = init.metadata.get("fine_tune", {}).get("lr", float(init.log_lr.exp().max()))
     fine_tune = {
+        "rule": init.rule,
+        "steps": init.steps,
         **init.metadata.get("fine_tune", {}),
         "loss": "mse",
-        "lr": init.metadata.get("fine_tune", {}).get("lr", 0.0) * args.rate_scale,
+        "lr": base_lr * args.rate_scale,
     }
     metadata = {
         **init.metadata,
         "source": f"metadip default init for task {args.task!r} (Educated DIP on a TV start)",
         "fine_tune": fine_tune,
         "shipped_for": args.task,
-        "derived_from": "metadip/weights/denoise.safetensors",
+        "derived_from": args.source.as_posix(),
         "guide": f"TV-FISTA, {args.iters} iterations, lambda = {args.weight} * sigma",
         "rate_scale": args.rate_scale,
         "ship_commit": commit,
