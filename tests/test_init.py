@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,22 +180,31 @@ def test_shipped_task_default_loads_with_its_provenance(task):
     assert torch.allclose(init.log_lr, expect.log_lr)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+DENOISER = "metadip/weights/denoise.safetensors"
+# CS and PR read the denoiser pretrained further on TV starts (configs/educated_tv.toml, step
+# 1000).
+EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safetensors"
+
+
 @pytest.mark.parametrize(
-    ("task", "weight", "rate_scale"), [("cs", 1.0, 1.0), ("blur", 0.3, 0.05), ("pr", 0.3, 1.0)]
+    ("task", "weight", "rate_scale", "source"),
+    [("cs", 1.0, 1.0, EDUCATED_TV), ("blur", 0.3, 0.05, DENOISER), ("pr", 0.3, 0.1, EDUCATED_TV)],
 )
-def test_shipped_tv_started_default_is_the_denoiser_on_a_tv_guide(task, weight, rate_scale):
+def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(task, weight, rate_scale, source):
     ours, den = load_init("default", task=task), load_init("default", task="denoise")
+    src = MetaInit.load(ROOT / source)
     assert default_init_path(task).name == f"{task}.safetensors"
     assert ours.config == dataclasses.replace(
         den.config, guide="tv", guide_iters=50, guide_weight=weight
     )
     # SURE is for denoising: these fits minimize the data term.
     assert (ours.rule, ours.loss, ours.steps) == ("adam", "mse", 50)
-    assert ours.weights.keys() == den.weights.keys()
-    for k in den.weights:
-        assert torch.equal(ours.weights[k], den.weights[k]), k
+    assert ours.weights.keys() == src.weights.keys()
+    for k in src.weights:
+        assert torch.equal(ours.weights[k], src.weights[k]), k
     torch.testing.assert_close(ours.log_lr, den.log_lr + math.log(rate_scale))
-    assert ours.metadata["derived_from"] == "metadip/weights/denoise.safetensors"
+    assert ours.metadata["derived_from"] == source
     assert ours.metadata["shipped_for"] == task and ours.metadata["rate_scale"] == rate_scale
 
 

@@ -76,9 +76,9 @@ def test_shipped_denoising_default_serves_gray_images(problem):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "weight"),
-    # Measured: CS 25.79 dB (TV start 25.23, general default 23.80, Aᵀy 6.5); deblurring
+    # Measured: CS 26.64 dB (TV start 25.23, general default 23.80, Aᵀy 6.5); deblurring
     # 24.90 (TV start 24.12, general default 23.21, blurred input 17.19); phase retrieval
-    # 26.52 (TV amplitude-flow start 25.97, general default 24.94).
+    # 27.22 (TV amplitude-flow start 25.97, general default 24.94).
     [("cs", 1.0), ("blur", 0.3), ("pr", 0.3)],
 )
 def test_shipped_tv_started_default_refines_its_start_and_beats_the_general_one(task, weight):
