@@ -22,6 +22,8 @@ METHOD is one of
                                init's horizon (``MetaInit.with_rates(X, "cosine")``)
   ``init:PATH:scale=X``        the same with every learned rate multiplied by X
                                (``MetaInit.scaled_rates(X)``)
+  ``init:PATH:random``         the same network, rule and loss from fresh random
+                               weights (seed 0, as dip:): what the pretraining buys
   ``dip:LR[:ema][:wW]``        vanilla DIP on the skip network of width W (default 32,
                                depth 4, the shipped default's): Adam at LR, input jitter
                                1/30, with the 0.99 output EMA when ``ema`` is given
@@ -153,6 +155,8 @@ def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
                 init = init.with_rates(float(p[4:]), "cosine")
             elif p.startswith("scale="):
                 init = init.scaled_rates(float(p[6:]))
+            elif p == "random":
+                init = _fresh_weights(init, seed)
             else:
                 raise ValueError(f"unknown init option {p!r} in {method!r}")
         return init
@@ -167,6 +171,24 @@ def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
         init = init.with_rates(lr)
         return init if ema else replace(init, ema=0.0)
     raise ValueError(f"unknown method {method!r}")
+
+
+def _fresh_weights(init: MetaInit, seed: int) -> MetaInit:
+    """``init`` with its network's weights drawn afresh (torch's default init, seeded)."""
+    c = init.config.to_dict()
+    core = {k: c.pop(k) for k in ("out_channels", "width", "depth", "num_fourier", "kind")}
+    fresh = MetaInit.random(
+        core["out_channels"],
+        core["width"],
+        core["depth"],
+        seed=seed,
+        num_fourier=core["num_fourier"],
+        kind=core["kind"],
+        network=c,
+    )
+    if fresh.weights.keys() != init.weights.keys():
+        raise ValueError("a fresh network of this config has other parameters than the file")
+    return replace(init, weights=fresh.weights)
 
 
 def problem(task: str, x: torch.Tensor, patch: str) -> tuple:

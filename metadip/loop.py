@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from metadip.inner import Hyper, Params, State, init_state, output, per_item, step
+from metadip.losses import sure_weights
 from metadip.rules import get_rule
 
 __all__ = ["FitResult", "StepInfo", "Trace", "finish", "fit", "result", "run_loop"]
@@ -129,12 +130,18 @@ def run_loop(
     scale = y.new_ones(b)
     hyper = replace(hyper, lr_scale=scale)
     backtrack = BACKTRACK_FACTOR if get_rule(hyper.rule).backtrack else math.inf
+    # A SURE fit moves the data fit away from y, toward σ² per pixel, so only a rise past
+    # the factor times max(last, σ²) is a divergence; from an identity start (data fit 0)
+    # every step would otherwise be undone.
+    floor = y.new_zeros(b)
+    if hyper.loss == "sure":
+        floor = (hyper.sure if hyper.sure is not None else sure_weights(op, y))[1]
     loss_rows: list[Tensor] = []
     bad_rows: list[Tensor] = []
     psnr_rows: list[Tensor] = []
     for t in range(steps):
         new_params, new_state, loss = step(params, state, y, op, hyper, t)
-        bad = ~torch.isfinite(loss) | (loss > backtrack * last)
+        bad = ~torch.isfinite(loss) | (loss > backtrack * torch.maximum(last, floor))
         ok = ~bad
         loss_rows.append(loss)
         bad_rows.append(bad)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from metadip.guide import guide_input
 from metadip.inner import init_state, output, prepare, step
 from metadip.loop import fit
 from metadip.operators import CompressiveSensing, Denoise, LinearOperator
@@ -121,6 +123,28 @@ def test_non_finite_loss_restores_and_halves_step():
         math.isfinite(v) for i, v in enumerate(res.losses[0]) if i != 2
     )
     assert torch.isfinite(res.image).all()
+
+
+@pytest.mark.parametrize("lr", [0.01, 1.0])
+def test_sure_fit_leaves_an_identity_start_but_not_for_a_blow_up(lr):
+    # A residual Educated-DIP network starts as the identity (zero output layer): data fit
+    # 0. SURE moves it away from y, toward σ² per pixel: that rise must not be undone as a
+    # loss jump, but a rise far past σ² (a step of 1.0) still is.
+    net = {"input": "image", "residual": True, "norm": "none", "noise_channels": 0}
+    init = tiny_init(1, steps=10, rule="adam", lr=lr, network=net)
+    init = dataclasses.replace(init, loss="sure", jitter=0.0, ema=0.0)  # as the shipped file
+    op = Denoise((1, 16, 16), 0.1)
+    x = smooth_image(1, 16, 16).to(F64)
+    y = op.measure(x, torch.Generator().manual_seed(0))[None]
+    params, hyper = prepare(init, op.in_shape, guide=guide_input(init.config, op, y))
+    assert float(output(params, hyper).sub(y).abs().max()) == 0.0
+    res = fit(params, y, op, hyper, 10)
+    if lr < 0.1:
+        assert res.restored == [[]]
+        assert float((res.image - y).abs().max()) > 1e-3
+    else:
+        assert res.restored[0]
+        assert float((res.image - x).pow(2).mean()) < 10 * 0.1**2
 
 
 def test_fit_lowers_the_loss_with_adam():
