@@ -23,11 +23,12 @@ def test_vanilla_dip_denoises():
     x = torch.from_numpy(data.astronaut()[100:164, 200:264] / 255.0).float().permute(2, 0, 1)
     op = Denoise(x.shape, 25 / 255)
     y = op.measure(x, torch.Generator().manual_seed(0))
-    rec = reconstruct(y, op, init="random", steps=100)
-    assert rec.steps == 100 and len(rec.losses) == 100 and rec.restored == []
-    # +3.2 / +3.5 dB with torch 2.13 on 1 / 2 threads, +2.8 with torch 2.11: 100 Adam steps
-    # amplify the rounding differences between builds, so the bar leaves room for them.
-    assert psnr(rec.image, x) > psnr(y, x) + 2.5
+    rec = reconstruct(y, op, init="random", steps=200)
+    assert rec.steps == 200 and len(rec.losses) == 200 and rec.restored == []
+    # Adam amplifies rounding differences between builds, thread counts and CPUs: after 100
+    # steps this fit gave +2.3 to +3.5 dB over the noisy input across machines, still
+    # climbing; after 200 it has settled (+5.8 / +5.9 dB on 2 / 1 threads, torch 2.13, AMD).
+    assert psnr(rec.image, x) > psnr(y, x) + 4.5
 
 
 def test_default_steps_come_from_the_init():
