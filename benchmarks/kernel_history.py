@@ -126,7 +126,8 @@ def latest(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def table(rows: list[dict[str, str]]) -> str:
     """Markdown: median ms per (group, backend, storage, device) of its latest run, and
     the median of the same run's torch reference in that group divided by it (where the
-    torch reference is too slow to run, a dense torch product stands in)."""
+    torch reference is too slow to run, the same run's dense torch product stands in: the
+    one in its group, or in the group of the same name with ``-dense-`` for ``-seeded-``)."""
     chosen = latest(rows)
     refs = {
         (r["datetime"], r["group"], r["device"], r.get("storage", "")): r
@@ -141,7 +142,8 @@ def table(rows: list[dict[str, str]]) -> str:
     ]
     for r in chosen:
         run = (r["datetime"], r["group"], r["device"])
-        ref = refs.get((*run, r.get("storage", ""))) or dense.get(run)
+        stored = (run[0], run[1].replace("-seeded-", "-dense-"), run[2])
+        ref = refs.get((*run, r.get("storage", ""))) or dense.get(run) or dense.get(stored)
         ratio = f"{float(ref['median_ms']) / float(r['median_ms']):.2f}×" if ref else "—"
         commit = r["commit"] + (" (dirty)" if r["dirty"] == "True" else "")
         lines.append(

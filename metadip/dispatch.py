@@ -29,9 +29,11 @@ import torch
 from torch import Tensor
 
 from metadip.reference import (
+    check_dense_args,
     check_fourier_args,
     check_measure_args,
     complex_measure_ref,
+    dense_measure_ref,
     fourier_features_ref,
     seeded_gaussian_ref,
     tv_ref,
@@ -44,6 +46,8 @@ __all__ = [
     "backend_for",
     "complex_measure",
     "default_scale",
+    "dense_adjoint",
+    "dense_measure",
     "fourier_features",
     "seeded_adjoint",
     "seeded_gaussian",
@@ -55,7 +59,7 @@ __all__ = [
 BACKENDS = ("triton", "cpp", "torch")
 ENV = "METADIP_BACKEND"
 _ORDER = {"cuda": ("triton", "cpp", "torch"), "cpu": ("cpp", "torch")}
-_OPS = ("tv", "complex_measure", "fourier_features", "seeded_measure")
+_OPS = ("tv", "complex_measure", "fourier_features", "seeded_measure", "dense_measure")
 
 
 class BackendUnavailable(RuntimeError):
@@ -91,6 +95,14 @@ class _Torch:
     @staticmethod
     def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
         return fourier_features_ref(b, height, width)
+
+    @staticmethod
+    def dense_measure(x: Tensor, a: Tensor) -> Tensor:
+        return dense_measure_ref(x, a)
+
+    @staticmethod
+    def dense_adjoint(y: Tensor, a: Tensor) -> Tensor:
+        return y @ a
 
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
@@ -137,6 +149,15 @@ class _Cpp:
         return _Cpp._ops().ff_fwd(b, height, width)
 
     @staticmethod
+    def dense_measure(x: Tensor, a: Tensor) -> Tensor:
+        check_dense_args(x, a)
+        return _Cpp._ops().cm_lin(x, a, None, 0, a.shape[0], False, 1.0)[0]
+
+    @staticmethod
+    def dense_adjoint(y: Tensor, a: Tensor) -> Tensor:
+        return _Cpp._ops().cm_adj(y[None], a, None, 0, a.shape[1], 1.0)
+
+    @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
         ops = _Cpp._ops()
         if cplx:
@@ -179,6 +200,10 @@ class _Triton:
     def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
         return _Triton._mod("autograd").fourier_features(b, height, width)
 
+    # A dense product on a GPU is cuBLAS's job.
+    dense_measure = staticmethod(dense_measure_ref)
+    dense_adjoint = _Torch.dense_adjoint
+
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
         return _Triton._mod("autograd").seeded_measure(x, seed, m, cplx, scale)
@@ -211,7 +236,11 @@ def _probe_ops(impl: type, device: str) -> None:
         (impl.complex_measure(v, ar, ai), _Torch.complex_measure(v, ar, ai)),
         (impl.fourier_features(b, 3, 4), _Torch.fourier_features(b, 3, 4)),
         (impl.seeded_measure(v, 7, 3, True, 0.5), _Torch.seeded_measure(v, 7, 3, True, 0.5)),
+        (impl.dense_measure(v, ar), _Torch.dense_measure(v, ar)),
     ]
+    w = torch.rand(2, 3, generator=g, dtype=torch.float64).to(device)
+    if not torch.allclose(impl.dense_adjoint(w, ar), w @ ar, rtol=1e-5, atol=1e-6):
+        raise RuntimeError("dense_adjoint disagrees with the torch reference on a probe input")
     for name, (got, want) in zip(_OPS, checks, strict=True):
         if not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
             raise RuntimeError(f"{name} disagrees with the torch reference on a probe input")
@@ -300,6 +329,23 @@ def complex_measure(
     return _IMPL[backend_for("complex_measure", x.device, backend)].complex_measure(
         x, a_real, a_imag
     )
+
+
+def dense_measure(x: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor:
+    """``A x`` for a stored real A: x ``(B, n)``, A ``(m, n)`` -> ``(B, m)``; twice
+    differentiable in x (the C++ backend streams A once for 2-8 float32 vectors)."""
+    return _IMPL[backend_for("dense_measure", x.device, backend)].dense_measure(x, a)
+
+
+def dense_adjoint(y: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor:
+    """``Aᵀ y`` for a stored real A ``(m, n)``: y ``(B, m)`` -> ``(B, n)``; the adjoint of
+    :func:`dense_measure`, on the same backend."""
+    if y.dim() != 2 or a.dim() != 2 or a.shape[0] != y.shape[1]:
+        raise ValueError(
+            f"dense_adjoint expects y (B, m) and A (m, n) with the same m, got y "
+            f"{tuple(y.shape)} and A {tuple(a.shape)}"
+        )
+    return _IMPL[backend_for("dense_measure", y.device, backend)].dense_adjoint(y, a)
 
 
 def fourier_features(b: Tensor, height: int, width: int, *, backend: str | None = None) -> Tensor:

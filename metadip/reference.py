@@ -74,6 +74,23 @@ def check_measure_args(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:
         )
 
 
+def check_dense_args(x: Tensor, a: Tensor) -> None:
+    """Raises unless x is ``(B, n)`` and A ``(m, n)`` of x's dtype."""
+    if x.dim() != 2 or a.dim() != 2 or a.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"dense_measure expects x (B, n) and A (m, n) with the same n, got x "
+            f"{tuple(x.shape)} and A {tuple(a.shape)}"
+        )
+    if x.dtype != a.dtype:
+        raise TypeError(f"dense_measure: x has dtype {x.dtype} but A has {a.dtype}")
+
+
+def dense_measure_ref(x: Tensor, a: Tensor) -> Tensor:
+    """A real linear measurement with a stored A: x ``(B, n)``, A ``(m, n)`` -> ``(B, m)``."""
+    check_dense_args(x, a)
+    return x @ a.t()
+
+
 def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
     """Magnitude of a complex Gaussian measurement, ``|A x|``.
 

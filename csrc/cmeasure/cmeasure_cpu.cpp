@@ -1,7 +1,7 @@
 // Complex (or real) Gaussian measurements on the CPU.
-// Dense A: the two products go to ATen's GEMM (a hand-written loop cannot beat
-// the BLAS it links), with the magnitude epilogue / phase prologue fused in one
-// OpenMP pass. Seeded A: entries come from gauss_pair(seed, row, col) inside the
+// Dense A: float32 with at most kStreamMaxRows vectors streams A once (stream_cpu.cpp;
+// ATen's GEMM reads it at a fraction of the bandwidth there), everything else goes to
+// ATen's GEMM; the magnitude epilogue / phase prologue are fused in one OpenMP pass. Seeded A: entries come from gauss_pair(seed, row, col) inside the
 // loops and are never stored, trading O(mn) memory for arithmetic.
 #include <ATen/Parallel.h>
 
@@ -11,6 +11,7 @@
 #include "../common.h"
 #include "../ops.h"
 #include "cmeasure_dense.h"
+#include "stream_cpu.h"
 
 namespace metadip {
 namespace {
@@ -25,7 +26,10 @@ at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
                       double scale) {
   const at::Tensor x = cm::checked_x(x_);
   const int64_t B = x.size(0), n = x.size(1);
-  if (ar.has_value()) return cm::dense_lin(x, *ar, ai);
+  if (ar.has_value()) {
+    cm::check_dense(*ar, ai, n, x.scalar_type());
+    return cm::stream_applies(x, *ar, ai) ? cm::stream_lin(x, *ar, ai) : cm::dense_lin(x, *ar, ai);
+  }
   TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
   TORCH_CHECK_VALUE(m >= 1, "m must be >= 1, got ", m);
   const int64_t P = cplx ? 2 : 1;
@@ -62,7 +66,10 @@ at::Tensor cm_adj_cpu(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,
                       double scale) {
   const at::Tensor w = cm::checked_w(w_);
   const int64_t P = w.size(0), B = w.size(1), m = w.size(2);
-  if (ar.has_value()) return cm::dense_adj(w, *ar, ai);
+  if (ar.has_value()) {
+    cm::check_dense_adj(w, *ar, ai);
+    return cm::stream_applies(w, *ar, ai) ? cm::stream_adj(w, *ar, ai) : cm::dense_adj(w, *ar, ai);
+  }
   TORCH_CHECK_VALUE(seed >= 0, "seed must be >= 0, got ", seed);
   at::Tensor out = new_output({B, n}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "cm_adj_seeded_cpu", [&] {

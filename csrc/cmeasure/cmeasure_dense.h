@@ -56,8 +56,8 @@ inline at::Tensor dense_lin(const at::Tensor& x, const at::Tensor& ar,
   return z;
 }
 
-// Σ_p w_p A_p (B, n) for a stored A.
-inline at::Tensor dense_adj(const at::Tensor& w, const at::Tensor& ar,
+// The adjoint's checks: w (P, B, m) against a stored A of m rows and P planes.
+inline void check_dense_adj(const at::Tensor& w, const at::Tensor& ar,
                             const c10::optional<at::Tensor>& ai) {
   const int64_t P = w.size(0), m = w.size(2);
   TORCH_CHECK_VALUE(ar.dim() == 2 && ar.size(0) == m, "A must have m = ", m, " rows, got ",
@@ -65,6 +65,13 @@ inline at::Tensor dense_adj(const at::Tensor& w, const at::Tensor& ar,
   check_dense(ar, ai, ar.size(1), w.scalar_type());
   TORCH_CHECK_VALUE((P == 2) == ai.has_value(), "w has ", P, " planes but A has ",
                     ai.has_value() ? 2 : 1);
+}
+
+// Σ_p w_p A_p (B, n) for a stored A.
+inline at::Tensor dense_adj(const at::Tensor& w, const at::Tensor& ar,
+                            const c10::optional<at::Tensor>& ai) {
+  check_dense_adj(w, ar, ai);
+  const int64_t P = w.size(0);
   at::Tensor out = at::mm(w[0], ar);
   if (P == 2) out.addmm_(w[1], *ai);
   return out;

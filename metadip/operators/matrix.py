@@ -109,7 +109,7 @@ class CompressiveSensing(_MatrixOperator):
         if self.storage == "seeded":
             y = dispatch.seeded_measure(flat, self.seed, self.m, complex=False)
         else:
-            y = flat @ self.matrix.t()
+            y = dispatch.dense_measure(flat, self.matrix)
         return self._unflat_y(y, x.shape[0])
 
     def _adjoint(self, y: Tensor) -> Tensor:
@@ -117,7 +117,7 @@ class CompressiveSensing(_MatrixOperator):
         if self.storage == "seeded":
             x = dispatch.seeded_adjoint(flat, self.seed, self.n)
         else:
-            x = flat @ self.matrix
+            x = dispatch.dense_adjoint(flat, self.matrix)
         return x.reshape(y.shape[0], *self.in_shape)
 
 
