@@ -1,4 +1,5 @@
-"""Backend selection for the fused ops: Triton -> C++/CUDA extension -> torch reference.
+"""Backend selection for the fused ops: Triton -> C++/CUDA extension -> torch reference
+(each backend's table of ops is in ``metadip.backends``).
 
 Per device the preference is
 
@@ -23,21 +24,11 @@ from __future__ import annotations
 import functools
 import math
 import os
-from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from metadip.reference import (
-    check_dense_args,
-    check_fourier_args,
-    check_measure_args,
-    complex_measure_ref,
-    dense_measure_ref,
-    fourier_features_ref,
-    seeded_gaussian_ref,
-    tv_ref,
-)
+from metadip.backends import IMPL, TorchOps
 
 __all__ = [
     "BACKENDS",
@@ -78,148 +69,6 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-# ----------------------------------------------------------------------------- backends
-
-
-class _Torch:
-    """The references of ``metadip.reference``."""
-
-    @staticmethod
-    def tv(x: Tensor, eps: float) -> Tensor:
-        return tv_ref(x, eps)
-
-    @staticmethod
-    def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-        return complex_measure_ref(x, a_real, a_imag)
-
-    @staticmethod
-    def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
-        return fourier_features_ref(b, height, width)
-
-    @staticmethod
-    def dense_measure(x: Tensor, a: Tensor) -> Tensor:
-        return dense_measure_ref(x, a)
-
-    @staticmethod
-    def dense_adjoint(y: Tensor, a: Tensor) -> Tensor:
-        return y @ a
-
-    @staticmethod
-    def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
-        a = seeded_gaussian_ref(seed, m, x.shape[1], cplx, scale, x.dtype, x.device)
-        if cplx:
-            return _Torch.complex_measure(x, a[0], a[1])
-        return x @ a[0].t()
-
-    @staticmethod
-    def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
-        return y @ seeded_gaussian_ref(seed, y.shape[1], n, False, scale, y.dtype, y.device)[0]
-
-    @staticmethod
-    def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
-        return seeded_gaussian_ref(seed, m, n, cplx, scale, dtype, device)
-
-
-class _Cpp:
-    """metadip._C through the torch.library custom ops of metadip._ops."""
-
-    @staticmethod
-    def _ops() -> ModuleType:
-        from metadip import _ops
-
-        return _ops
-
-    @staticmethod
-    def tv(x: Tensor, eps: float) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"tv expects x of shape (B, C, H, W), got shape {tuple(x.shape)}")
-        if eps <= 0:
-            raise ValueError(f"tv needs eps > 0 to be differentiable everywhere, got {eps}")
-        with_grad = x.requires_grad and torch.is_grad_enabled()
-        return _Cpp._ops().tv_fwd(x, eps, with_grad)[0]
-
-    @staticmethod
-    def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-        check_measure_args(x, a_real, a_imag)
-        return _Cpp._ops().cm_meas(x, a_real, a_imag, 0, a_real.shape[0], 1.0)[0]
-
-    @staticmethod
-    def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
-        check_fourier_args(b, height, width, "cpp")
-        return _Cpp._ops().ff_fwd(b, height, width)
-
-    @staticmethod
-    def dense_measure(x: Tensor, a: Tensor) -> Tensor:
-        check_dense_args(x, a)
-        return _Cpp._ops().cm_lin(x, a, None, 0, a.shape[0], False, 1.0)[0]
-
-    @staticmethod
-    def dense_adjoint(y: Tensor, a: Tensor) -> Tensor:
-        return _Cpp._ops().cm_adj(y[None], a, None, 0, a.shape[1], 1.0)
-
-    @staticmethod
-    def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
-        ops = _Cpp._ops()
-        if cplx:
-            return ops.cm_meas(x, None, None, seed, m, scale)[0]
-        return ops.cm_lin(x, None, None, seed, m, False, scale)[0]
-
-    @staticmethod
-    def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
-        return _Cpp._ops().cm_adj(y[None], None, None, seed, n, scale)
-
-    @staticmethod
-    def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
-        like = torch.empty(0, dtype=dtype, device=device)
-        return _Cpp._ops().cm_materialize(seed, m, n, cplx, scale, like)
-
-
-class _Triton:
-    """kernels/*.py (installed as metadip.kernels): the differentiable ops of
-    ``kernels/autograd.py`` over the raw kernels, and ``materialize``."""
-
-    @staticmethod
-    def _mod(name: str) -> ModuleType:
-        import importlib
-
-        try:
-            return importlib.import_module(f"metadip.kernels.{name}")
-        except ModuleNotFoundError:  # running from a source tree without installing
-            return importlib.import_module(f"kernels.{name}")
-
-    @staticmethod
-    def tv(x: Tensor, eps: float) -> Tensor:
-        return _Triton._mod("autograd").tv_value(x, eps)
-
-    @staticmethod
-    def complex_measure(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:
-        check_measure_args(x, a_real, a_imag)
-        return _Triton._mod("autograd").complex_measure(x, a_real, a_imag)
-
-    @staticmethod
-    def fourier_features(b: Tensor, height: int, width: int) -> Tensor:
-        return _Triton._mod("autograd").fourier_features(b, height, width)
-
-    # A dense product on a GPU is cuBLAS's job.
-    dense_measure = staticmethod(dense_measure_ref)
-    dense_adjoint = _Torch.dense_adjoint
-
-    @staticmethod
-    def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
-        return _Triton._mod("autograd").seeded_measure(x, seed, m, cplx, scale)
-
-    @staticmethod
-    def seeded_adjoint(y: Tensor, seed: int, n: int, scale: float) -> Tensor:
-        return _Triton._mod("autograd").seeded_adjoint(y, seed, n, scale)
-
-    @staticmethod
-    def materialize(seed, m, n, cplx, scale, dtype, device) -> Tensor:
-        return _Triton._mod("cmeasure").materialize(seed, m, n, cplx, scale, dtype, device)
-
-
-_IMPL = {"torch": _Torch, "cpp": _Cpp, "triton": _Triton}
-
-
 # ----------------------------------------------------------------------------- probing
 
 
@@ -232,11 +81,11 @@ def _probe_ops(impl: type, device: str) -> None:
     ai = torch.randn(3, 5, generator=g, dtype=torch.float64).to(device)
     b = torch.randn(2, 2, generator=g, dtype=torch.float64).to(device)
     checks = [
-        (impl.tv(x, 1e-6), _Torch.tv(x, 1e-6)),
-        (impl.complex_measure(v, ar, ai), _Torch.complex_measure(v, ar, ai)),
-        (impl.fourier_features(b, 3, 4), _Torch.fourier_features(b, 3, 4)),
-        (impl.seeded_measure(v, 7, 3, True, 0.5), _Torch.seeded_measure(v, 7, 3, True, 0.5)),
-        (impl.dense_measure(v, ar), _Torch.dense_measure(v, ar)),
+        (impl.tv(x, 1e-6), TorchOps.tv(x, 1e-6)),
+        (impl.complex_measure(v, ar, ai), TorchOps.complex_measure(v, ar, ai)),
+        (impl.fourier_features(b, 3, 4), TorchOps.fourier_features(b, 3, 4)),
+        (impl.seeded_measure(v, 7, 3, True, 0.5), TorchOps.seeded_measure(v, 7, 3, True, 0.5)),
+        (impl.dense_measure(v, ar), TorchOps.dense_measure(v, ar)),
     ]
     w = torch.rand(2, 3, generator=g, dtype=torch.float64).to(device)
     if not torch.allclose(impl.dense_adjoint(w, ar), w @ ar, rtol=1e-5, atol=1e-6):
@@ -277,7 +126,7 @@ def _probe(backend: str, device: str, interpret: bool) -> str:
         if device == "cpu" and not _interpret():
             return "triton runs on the CPU only in its interpreter (set TRITON_INTERPRET=1)"
     try:
-        _probe_ops(_IMPL[backend], device)
+        _probe_ops(IMPL[backend], device)
     except Exception as exc:  # any failure means "not usable here", with the reason kept
         return f"probe run failed: {type(exc).__name__}: {exc}"
     return ""
@@ -319,14 +168,14 @@ def backend_for(op: str, device: torch.device | str | None, backend: str | None 
 
 def tv(x: Tensor, eps: float = 1e-6, *, backend: str | None = None) -> Tensor:
     """Smoothed isotropic TV per image (see ``reference.tv_ref``): ``(B,C,H,W)`` -> ``(B,)``."""
-    return _IMPL[backend_for("tv", x.device, backend)].tv(x, eps)
+    return IMPL[backend_for("tv", x.device, backend)].tv(x, eps)
 
 
 def complex_measure(
     x: Tensor, a_real: Tensor, a_imag: Tensor, *, backend: str | None = None
 ) -> Tensor:
     """``|A x|`` for A = a_real + i·a_imag: x ``(B, n)``, planes ``(m, n)`` -> ``(B, m)``."""
-    return _IMPL[backend_for("complex_measure", x.device, backend)].complex_measure(
+    return IMPL[backend_for("complex_measure", x.device, backend)].complex_measure(
         x, a_real, a_imag
     )
 
@@ -334,7 +183,7 @@ def complex_measure(
 def dense_measure(x: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor:
     """``A x`` for a stored real A: x ``(B, n)``, A ``(m, n)`` -> ``(B, m)``; twice
     differentiable in x (the C++ backend streams A once for 2-8 float32 vectors)."""
-    return _IMPL[backend_for("dense_measure", x.device, backend)].dense_measure(x, a)
+    return IMPL[backend_for("dense_measure", x.device, backend)].dense_measure(x, a)
 
 
 def dense_adjoint(y: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor:
@@ -345,12 +194,12 @@ def dense_adjoint(y: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor
             f"dense_adjoint expects y (B, m) and A (m, n) with the same m, got y "
             f"{tuple(y.shape)} and A {tuple(a.shape)}"
         )
-    return _IMPL[backend_for("dense_measure", y.device, backend)].dense_adjoint(y, a)
+    return IMPL[backend_for("dense_measure", y.device, backend)].dense_adjoint(y, a)
 
 
 def fourier_features(b: Tensor, height: int, width: int, *, backend: str | None = None) -> Tensor:
     """``[sin 2πb·p; cos 2πb·p]``: b ``(k, 2)`` -> ``(2k, height, width)``."""
-    return _IMPL[backend_for("fourier_features", b.device, backend)].fourier_features(
+    return IMPL[backend_for("fourier_features", b.device, backend)].fourier_features(
         b, height, width
     )
 
@@ -386,7 +235,7 @@ def seeded_measure(
         raise ValueError(f"seeded_measure expects x of shape (B, n), got {tuple(x.shape)}")
     _seed_args(seed, m, x.shape[1])
     scale = default_scale(m, complex) if scale is None else float(scale)
-    impl = _IMPL[backend_for("seeded_measure", x.device, backend)]
+    impl = IMPL[backend_for("seeded_measure", x.device, backend)]
     return impl.seeded_measure(x, seed, m, complex, scale)
 
 
@@ -402,7 +251,7 @@ def seeded_adjoint(
         raise ValueError(f"seeded_adjoint expects y of shape (B, m), got {tuple(y.shape)}")
     _seed_args(seed, y.shape[1], n)
     scale = default_scale(y.shape[1], False) if scale is None else float(scale)
-    impl = _IMPL[backend_for("seeded_measure", y.device, backend)]
+    impl = IMPL[backend_for("seeded_measure", y.device, backend)]
     return impl.seeded_adjoint(y, seed, n, scale)
 
 
@@ -422,9 +271,6 @@ def seeded_gaussian(
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"seeded_gaussian supports float32/float64, got {dtype}")
     scale = default_scale(m, complex) if scale is None else float(scale)
-    impl = _IMPL[backend_for("seeded_measure", device, backend)]
+    impl = IMPL[backend_for("seeded_measure", device, backend)]
     a = impl.materialize(seed, m, n, complex, scale, dtype, torch.device(device))
     return (a[0], a[1]) if complex else a[0]
-
-
-# ----------------------------------------------------------------------------- torch reference

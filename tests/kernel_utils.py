@@ -92,9 +92,9 @@ def seeded_linear(
 
         return _ops.cm_lin(x, None, None, seed, m, cplx, scale)
     if backend == "triton":
-        from metadip.dispatch import _Triton
+        from metadip.backends import TritonOps
 
-        return _Triton._mod("cmeasure").linear(x, None, None, seed, m, cplx, scale)[1]
+        return TritonOps._mod("cmeasure").linear(x, None, None, seed, m, cplx, scale)[1]
     raise ValueError(backend)
 
 

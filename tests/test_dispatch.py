@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metadip import _ops, dispatch, functional, reference
+from metadip import _ops, backends, dispatch, functional, reference
 from tests.kernel_utils import randn
 
 
@@ -80,9 +80,9 @@ def test_probe_rejects_a_backend_that_computes_wrong_values(monkeypatch):
         pytest.skip("extension not built: the probe never runs")
 
     def wrong(x, eps):
-        return dispatch._Torch.tv(x, eps) + 1
+        return backends.TorchOps.tv(x, eps) + 1
 
-    monkeypatch.setattr(dispatch._Cpp, "tv", staticmethod(wrong))
+    monkeypatch.setattr(backends.CppOps, "tv", staticmethod(wrong))
     assert "disagrees" in dispatch.unavailable_reason("cpp", "cpu")
 
 
@@ -91,7 +91,7 @@ def test_functional_routes_through_dispatch(monkeypatch, backend):
     """functional.tv / complex_measure / fourier_features call the selected backend."""
     if dispatch.unavailable_reason(backend, "cpu"):
         pytest.skip(dispatch.unavailable_reason(backend, "cpu"))
-    impl = dispatch._IMPL[backend]
+    impl = backends.IMPL[backend]
     calls = []
     for name in ("tv", "complex_measure", "fourier_features"):
         real = getattr(impl, name)
