@@ -315,7 +315,7 @@ def reconstruct(
         seconds=seconds,
         device=dev,
         restored=restored,
-        init=_describe(init, meta, op.task),
+        init=_describe(init, meta, op.task, op.in_shape[0]),
         graph=use_graph,
         stopped_at=stopped_at,
         std=None if std is None else back(std),
@@ -374,9 +374,9 @@ def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepI
     return call
 
 
-def _describe(init: Any, meta: MetaInit, task: str) -> str:
+def _describe(init: Any, meta: MetaInit, task: str, channels: int) -> str:
     if isinstance(init, MetaInit):
         return str(meta.metadata.get("source", "MetaInit"))
     if init == "default":
-        return f"default ({default_init_path(task).name})"
+        return f"default ({default_init_path(task, channels).name})"
     return str(init)

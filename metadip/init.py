@@ -25,7 +25,14 @@ from metadip.losses import LOSSES
 from metadip.networks import NetConfig, build_network
 from metadip.rules import RULES as UPDATE_RULES
 
-__all__ = ["DEFAULT_INIT_NAME", "TASK_DEFAULTS", "MetaInit", "default_init_path", "load_init"]
+__all__ = [
+    "DEFAULT_INIT_NAME",
+    "GRAY_DEFAULTS",
+    "TASK_DEFAULTS",
+    "MetaInit",
+    "default_init_path",
+    "load_init",
+]
 
 FORMAT = "metadip-init/1"
 DEFAULT_INIT_NAME = "default.safetensors"
@@ -38,6 +45,8 @@ TASK_DEFAULTS: dict[str, str] = {
     "blur": "blur.safetensors",
     "pr": "pr.safetensors",
 }
+# Tasks whose 1-channel problems get a file of their own (the same network, another rate).
+GRAY_DEFAULTS: dict[str, str] = {"cs": "cs_gray.safetensors"}
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
 SCHEDULES = ("constant", "cosine")  # with_rates
 
@@ -325,10 +334,13 @@ class MetaInit:
         return init.to(device) if device is not None else init
 
 
-def default_init_path(task: str | None = None) -> Path:
+def default_init_path(task: str | None = None, channels: int | None = None) -> Path:
     """Where the shipped default initialization for an operator's ``task`` lives (it may
-    not exist): its own file when ``TASK_DEFAULTS`` has one, else the general default."""
+    not exist): for 1-channel problems its gray file when ``GRAY_DEFAULTS`` has one, else
+    its own file when ``TASK_DEFAULTS`` has one, else the general default."""
     name = TASK_DEFAULTS.get(task or "", DEFAULT_INIT_NAME)
+    if channels == 1:
+        name = GRAY_DEFAULTS.get(task or "", name)
     return Path(str(resources.files("metadip") / "weights" / name))
 
 
@@ -338,7 +350,8 @@ def load_init(
     seed: int = 0,
     task: str | None = None,
 ) -> MetaInit:
-    """Resolves ``"default"`` (the shipped init for ``task``, see ``default_init_path``),
+    """Resolves ``"default"`` (the shipped init for ``task`` and ``channels``, see
+    ``default_init_path``),
     ``"random"`` (vanilla DIP with weights from ``seed``; needs ``channels``), ``"decoder"``
     (the vanilla Deep Decoder, likewise), a path or a MetaInit."""
     if isinstance(name_or_path, MetaInit):
@@ -360,7 +373,7 @@ def load_init(
             **DECODER,
         )
     if name_or_path == "default":
-        path = default_init_path(task)
+        path = default_init_path(task, channels)
         if not path.is_file():
             raise FileNotFoundError(
                 "no trained default initialization is installed with this copy of metadip "

@@ -89,7 +89,8 @@ def test_shipped_default_loads_with_its_provenance():
 
 def test_missing_default_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(
-        "metadip.init.default_init_path", lambda task=None: tmp_path / "none.safetensors"
+        "metadip.init.default_init_path",
+        lambda task=None, channels=None: tmp_path / "none.safetensors",
     )
     with pytest.raises(FileNotFoundError, match="init='random'"):
         load_init("default")
@@ -188,13 +189,23 @@ EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safete
 
 
 @pytest.mark.parametrize(
-    ("task", "weight", "rate_scale", "source"),
-    [("cs", 1.0, 1.0, EDUCATED_TV), ("blur", 0.3, 0.05, DENOISER), ("pr", 0.3, 0.1, EDUCATED_TV)],
+    ("task", "channels", "name", "weight", "rate_scale", "source"),
+    [
+        ("cs", 3, "cs", 1.0, 1.0, EDUCATED_TV),
+        # Gray CS: the same network at 0.3x the rate (no loss from 50 to 100 steps).
+        ("cs", 1, "cs_gray", 1.0, 0.3, EDUCATED_TV),
+        ("blur", 3, "blur", 0.3, 0.05, DENOISER),
+        ("blur", 1, "blur", 0.3, 0.05, DENOISER),
+        ("pr", 3, "pr", 0.3, 0.1, EDUCATED_TV),
+    ],
 )
-def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(task, weight, rate_scale, source):
-    ours, den = load_init("default", task=task), load_init("default", task="denoise")
+def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(
+    task, channels, name, weight, rate_scale, source
+):
+    ours = load_init("default", channels=channels, task=task)
+    den = load_init("default", task="denoise")
     src = MetaInit.load(ROOT / source)
-    assert default_init_path(task).name == f"{task}.safetensors"
+    assert default_init_path(task, channels).name == f"{name}.safetensors"
     assert ours.config == dataclasses.replace(
         den.config, guide="tv", guide_iters=50, guide_weight=weight
     )

@@ -193,7 +193,7 @@ class Runner:
 
         path = self.cfg.educated_init
         if path is None:
-            path = str(default_init_path(spec.task))
+            path = str(default_init_path(spec.task, op.in_shape[0]))
             init = MetaInit.load(path) if spec.task in TASK_DEFAULTS else None
             if init is None or not init.config.guided:
                 raise NotApplicable(
