@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from metadip.networks import NetConfig
+from metadip.netconfig import NetConfig
 from metadip.operators import gram_norm, require_linear
 from metadip.reference import forward_differences
 

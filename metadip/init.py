@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from metadip.losses import LOSSES
-from metadip.networks import NetConfig, build_network
+from metadip.netconfig import NetConfig
+from metadip.networks import build_network
 from metadip.rules import RULES as UPDATE_RULES
 
 __all__ = [

@@ -31,8 +31,8 @@ from metadip.classical.solvers import solver_for
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.losses import fit_losses, sure_term, sure_weights
+from metadip.netconfig import NetConfig
 from metadip.networks import (
-    NetConfig,
     build_network,
     coordinate_grid,
     decoder_input_size,

@@ -12,7 +12,7 @@ from metadip.classical import gd, red, solver_for
 from metadip.classical.dncnn import DnCNN
 from metadip.init import MetaInit
 from metadip.meta import meta_gradient
-from metadip.networks import NetConfig
+from metadip.netconfig import NetConfig
 from metadip.operators import Blur, CompressiveSensing, Inpainting, PhaseRetrieval, gram_norm
 
 F64 = torch.float64

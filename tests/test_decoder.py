@@ -13,7 +13,7 @@ from metadip.decoder import DeepDecoder, decoder_input_size
 from metadip.init import MetaInit, load_init
 from metadip.inner import prepare
 from metadip.metrics import psnr
-from metadip.networks import NetConfig
+from metadip.netconfig import NetConfig
 from metadip.operators import Denoise
 from tests.conftest import smooth_image
 from tests.test_train import _args, images  # noqa: F401 (fixture)

@@ -18,7 +18,8 @@ from metadip.init import MetaInit
 from metadip.inner import _apply, _net_input, init_state, output, prepare, step
 from metadip.loop import fit
 from metadip.losses import sure_term, sure_weights
-from metadip.networks import NetConfig, build_network
+from metadip.netconfig import NetConfig
+from metadip.networks import build_network
 from metadip.operators import CompressiveSensing, Denoise, Inpainting, PhaseRetrieval, Stacked
 from metadip.posterior import draw
 from metadip.train import TrainConfig

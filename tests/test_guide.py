@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metadip.guide import _grad_adjoint, guide_input, tv_estimate, tv_prox
-from metadip.networks import NetConfig
+from metadip.netconfig import NetConfig
 from metadip.operators import (
     CompressiveSensing,
     Denoise,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metadip.networks import NetConfig, Siren, SkipNet, build_network, network_input, noise_input
+from metadip.netconfig import NetConfig
+from metadip.networks import Siren, SkipNet, build_network, network_input, noise_input
 
 
 @pytest.mark.parametrize("channels", [1, 3])

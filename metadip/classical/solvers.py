@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metadip.networks import NetConfig
+from metadip.netconfig import NetConfig
 from metadip.operators import gram_norm, require_linear
 
 __all__ = ["Denoiser", "check_solver_operator", "gd", "red", "solver_for"]

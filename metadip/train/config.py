@@ -10,7 +10,7 @@ from typing import Any
 from metadip.losses import LOSSES as INNER_LOSSES
 from metadip.losses import SURE_TASKS
 from metadip.meta import LOSSES, MODES
-from metadip.networks import KINDS, NetConfig
+from metadip.netconfig import KINDS, NetConfig
 from metadip.rules import RULES as UPDATE_RULES
 from metadip.tasks import parse_assignments, parse_mixture
 

@@ -36,7 +36,8 @@ from metadip.data import TaskSampler
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.metrics import psnr
-from metadip.networks import NetConfig, build_network
+from metadip.netconfig import NetConfig
+from metadip.networks import build_network
 from metadip.plots import plot_curves
 from metadip.train.common import (
     TrainResult,

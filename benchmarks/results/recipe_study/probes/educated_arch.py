@@ -18,7 +18,8 @@ import torch
 
 from metadip.data import PatchSampler, load_images
 from metadip.metrics import psnr
-from metadip.networks import NetConfig, build_network
+from metadip.netconfig import NetConfig
+from metadip.networks import build_network
 
 torch.set_num_threads(1)
 variant, minutes = sys.argv[1], float(sys.argv[2])
