@@ -197,6 +197,8 @@ EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safete
         ("blur", 3, "blur", 0.3, 0.05, DENOISER),
         ("blur", 1, "blur", 0.3, 0.05, DENOISER),
         ("pr", 3, "pr", 0.3, 0.1, EDUCATED_TV),
+        # Gray PR: a tenth of PR's rate (its fit only loses at the full rate).
+        ("pr", 1, "pr_gray", 0.3, 0.01, EDUCATED_TV),
     ],
 )
 def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(
