@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from metadip.backends import IMPL, TorchOps
+from metadip.reference import check_dense_args
 
 __all__ = [
     "BACKENDS",
@@ -183,17 +184,14 @@ def complex_measure(
 def dense_measure(x: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor:
     """``A x`` for a stored real A: x ``(B, n)``, A ``(m, n)`` -> ``(B, m)``; twice
     differentiable in x (the C++ backend streams A once for 2-8 float32 vectors)."""
+    check_dense_args(x, a)
     return IMPL[backend_for("dense_measure", x.device, backend)].dense_measure(x, a)
 
 
 def dense_adjoint(y: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor:
     """``Aᵀ y`` for a stored real A ``(m, n)``: y ``(B, m)`` -> ``(B, n)``; the adjoint of
     :func:`dense_measure`, on the same backend."""
-    if y.dim() != 2 or a.dim() != 2 or a.shape[0] != y.shape[1]:
-        raise ValueError(
-            f"dense_adjoint expects y (B, m) and A (m, n) with the same m, got y "
-            f"{tuple(y.shape)} and A {tuple(a.shape)}"
-        )
+    check_dense_args(y, a, adjoint=True)
     return IMPL[backend_for("dense_measure", y.device, backend)].dense_adjoint(y, a)
 
 

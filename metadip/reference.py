@@ -74,15 +74,19 @@ def check_measure_args(x: Tensor, a_real: Tensor, a_imag: Tensor) -> None:
         )
 
 
-def check_dense_args(x: Tensor, a: Tensor) -> None:
-    """Raises unless x is ``(B, n)`` and A ``(m, n)`` of x's dtype."""
-    if x.dim() != 2 or a.dim() != 2 or a.shape[1] != x.shape[1]:
+def check_dense_args(v: Tensor, a: Tensor, adjoint: bool = False) -> None:
+    """Raises unless A is ``(m, n)`` of v's dtype and v is ``(B, n)`` (``dense_measure``) or,
+    with ``adjoint``, ``(B, m)`` (``dense_adjoint``)."""
+    name, arg, dim, axis = (
+        ("dense_adjoint", "y", "m", 0) if adjoint else ("dense_measure", "x", "n", 1)
+    )
+    if v.dim() != 2 or a.dim() != 2 or a.shape[axis] != v.shape[1]:
         raise ValueError(
-            f"dense_measure expects x (B, n) and A (m, n) with the same n, got x "
-            f"{tuple(x.shape)} and A {tuple(a.shape)}"
+            f"{name} expects {arg} (B, {dim}) and A (m, n) with the same {dim}, got {arg} "
+            f"{tuple(v.shape)} and A {tuple(a.shape)}"
         )
-    if x.dtype != a.dtype:
-        raise TypeError(f"dense_measure: x has dtype {x.dtype} but A has {a.dtype}")
+    if v.dtype != a.dtype:
+        raise TypeError(f"{name}: {arg} has dtype {v.dtype} but A has {a.dtype}")
 
 
 def dense_measure_ref(x: Tensor, a: Tensor) -> Tensor:

@@ -168,6 +168,8 @@ def test_real_dense_bad_input_is_rejected(device, backend):
         dispatch.dense_adjoint(x, a, backend=backend)
     with pytest.raises(TypeError, match="dtype"):
         dispatch.dense_measure(x, a.float(), backend=backend)
+    with pytest.raises(TypeError, match="dtype"):
+        dispatch.dense_adjoint(x[:, :4], a.float(), backend=backend)
 
 
 # ----------------------------------------------------------------------------- seeded
