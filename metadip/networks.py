@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from metadip import functional
 from metadip.decoder import DeepDecoder, decoder_input_size
-from metadip.layers import Norm
+from metadip.layers import Norm, channel_cat, to_fast_layout
 from metadip.netconfig import NetConfig
 
 __all__ = [
@@ -90,6 +90,11 @@ class SkipNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.residual = residual
+        # Channels-last pays without normalization layers and for one network: 1.45x on
+        # a fitting step of the Educated-DIP network (width 32, 128², one thread); with
+        # group norm it costs 1.35x (its channels-last kernel is slow), and grouped
+        # networks measured between -3 % and +12 %.
+        self.fast_layout = norm == "none" and groups == 1
         self.skip_branch = nn.ModuleList()
         self.down = nn.ModuleList()
         self.merge_norm = nn.ModuleList()
@@ -137,19 +142,24 @@ class SkipNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_size(x.shape[-2], x.shape[-1])
-        head = self.out(self._level(0, x))
+        head = self.out(self._level(0, to_fast_layout(x) if self.fast_layout else x))
         if not self.residual:
-            return torch.sigmoid(head)
+            return torch.sigmoid(head).contiguous()
         n, _, h, w = x.shape
         guide = x.view(n, self.groups, self.in_channels, h, w)[:, :, : self.out_channels]
-        return head + guide.reshape(head.shape)
+        return (head + guide.reshape(head.shape)).contiguous()
 
     def _level(self, i: int, x: Tensor) -> Tensor:
         d = self.down[i](x)
         if i + 1 < self.depth:
             d = self._level(i + 1, d)
         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        h = _group_cat(self.skip_branch[i](x), d, self.groups) if self.skip > 0 else d
+        if self.skip == 0:
+            h = d
+        elif self.fast_layout:
+            h = channel_cat(self.skip_branch[i](x), d)
+        else:
+            h = _group_cat(self.skip_branch[i](x), d, self.groups)
         return self.up[i](self.merge_norm[i](h))
 
 

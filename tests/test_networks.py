@@ -67,3 +67,53 @@ def test_config_validation():
         NetConfig(width=0)
     with pytest.raises(ValueError, match="unknown"):
         NetConfig.from_dict({"widht": 3})
+
+
+@pytest.mark.parametrize("hw", [(33, 47), (64, 64)])
+def test_channels_last_path_matches_float64(hw):
+    """The float32 CPU network without normalization runs channels-last; its output,
+    gradients and second derivatives match the same network in float64 (plain NCHW)."""
+    torch.manual_seed(0)
+    net = SkipNet(4, 3, width=8, depth=3, residual=True, norm="none")
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.3)  # a zero head would make the output the guide alone
+    assert net.fast_layout and not SkipNet(4, 3, norm="instance").fast_layout
+    x = torch.rand(2, 4, *hw)
+
+    def derivatives(model, inp):
+        out = model(inp)
+        params = list(model.parameters())
+        grads = torch.autograd.grad(out.sin().sum(), params, create_graph=True)
+        second = torch.autograd.grad(sum(g.square().sum() for g in grads), params)
+        return out, grads, second
+
+    out, grads, second = derivatives(net, x)
+    ref_out, ref_grads, ref_second = derivatives(net.to(torch.float64), x.double())
+    assert out.is_contiguous()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    for got, ref in zip(grads + second, ref_grads + ref_second, strict=True):
+        torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_channels_last_path_runs_under_vmap():
+    """Batched inputs and stacked parameters through the fast layout, as
+    ``torch.func.vmap`` users (and the vmap benchmark) run it, give the per-item results."""
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    net = SkipNet(4, 3, width=8, depth=3, residual=True, norm="none")
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.3)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    stacked = {k: torch.stack([v, 1.1 * v]) for k, v in params.items()}
+    xs = torch.rand(2, 1, 4, 24, 40)
+
+    def loss(p, x):
+        return functional_call(net, p, (x,)).sin().sum()
+
+    batched = vmap(grad(loss, argnums=(0, 1)))(stacked, xs)
+    for i in range(2):
+        one = grad(loss, argnums=(0, 1))({k: v[i] for k, v in stacked.items()}, xs[i])
+        torch.testing.assert_close(batched[1][i], one[1])
+        for k in params:
+            torch.testing.assert_close(batched[0][k][i], one[0][k])
