@@ -108,6 +108,17 @@ if HAS_EXT:
     def _(g, z, ar, ai, seed, n, scale):
         return g.new_empty(g.shape[0], n if ar is None else ar.shape[1])
 
+    @torch.library.custom_op("metadip::cm_normal", mutates_args=())
+    def cm_normal(x: Tensor, a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(A x, Aᵀ(A x − y))`` for a stored real A, one read of A; no autograd (the
+        residual's first-order rule in ``metadip.operators`` uses it as a value)."""
+        z, g = _C.cm_normal(x, a, y)
+        return z, g
+
+    @cm_normal.register_fake
+    def _(x, a, y):
+        return x.new_empty(x.shape[0], a.shape[0]), torch.empty_like(x)
+
     @torch.library.custom_op("metadip::cm_materialize", mutates_args=())
     def cm_materialize(seed: int, m: int, n: int, cplx: bool, scale: float, like: Tensor) -> Tensor:
         """The seeded matrix as planes ``(P, m, n)``, dtype/device of ``like``."""

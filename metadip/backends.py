@@ -22,6 +22,7 @@ from metadip.reference import (
     check_measure_args,
     complex_measure_ref,
     dense_measure_ref,
+    dense_normal_ref,
     fourier_features_ref,
     seeded_gaussian_ref,
     tv_ref,
@@ -52,6 +53,8 @@ class TorchOps:
     @staticmethod
     def dense_adjoint(y: Tensor, a: Tensor) -> Tensor:
         return y @ a
+
+    dense_normal = staticmethod(dense_normal_ref)
 
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
@@ -106,6 +109,13 @@ class CppOps:
         return CppOps._ops().cm_adj(y[None], a, None, 0, a.shape[1], 1.0)
 
     @staticmethod
+    def dense_normal(x: Tensor, a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        # One read of A on the CPU; on a GPU the two cuBLAS products are the fast path.
+        if x.device.type != "cpu":
+            return dense_normal_ref(x, a, y)
+        return CppOps._ops().cm_normal(x, a, y)
+
+    @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:
         ops = CppOps._ops()
         if cplx:
@@ -149,6 +159,7 @@ class TritonOps:
     # A dense product on a GPU is cuBLAS's job.
     dense_measure = staticmethod(dense_measure_ref)
     dense_adjoint = TorchOps.dense_adjoint
+    dense_normal = staticmethod(dense_normal_ref)
 
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:

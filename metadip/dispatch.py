@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from metadip.backends import IMPL, TorchOps
-from metadip.reference import check_dense_args
+from metadip.reference import check_dense_args, check_normal_args
 
 __all__ = [
     "BACKENDS",
@@ -40,6 +40,7 @@ __all__ = [
     "default_scale",
     "dense_adjoint",
     "dense_measure",
+    "dense_normal",
     "fourier_features",
     "seeded_adjoint",
     "seeded_gaussian",
@@ -193,6 +194,17 @@ def dense_adjoint(y: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor
     :func:`dense_measure`, on the same backend."""
     check_dense_args(y, a, adjoint=True)
     return IMPL[backend_for("dense_measure", y.device, backend)].dense_adjoint(y, a)
+
+
+def dense_normal(
+    x: Tensor, a: Tensor, y: Tensor, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(A x, Aᵀ(A x − y))`` for a stored real A ``(m, n)``: x ``(B, n)``, y ``(B, m)``;
+    the least-squares residual and its gradient, reading A once (C++ backend, 2-8 float32
+    vectors). Values only, no autograd: ``operators.CompressiveSensing.residual_sq``
+    builds the first-order rule on it."""
+    check_normal_args(x, a, y)
+    return IMPL[backend_for("dense_measure", x.device, backend)].dense_normal(x, a, y)
 
 
 def fourier_features(b: Tensor, height: int, width: int, *, backend: str | None = None) -> Tensor:

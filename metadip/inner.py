@@ -141,10 +141,11 @@ def output(params: Params, hyper: Hyper) -> Tensor:
     return _apply(params, hyper, _net_input(hyper, jitter=False))
 
 
-def item_losses(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
+def item_losses(x: Tensor, y: Tensor, op: Any, hyper: Hyper, first_order: bool = False) -> Tensor:
     """Per image b: the data fit ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``,
-    ``(B,)`` (``metadip.losses.fit_losses`` with the step's weights)."""
-    return fit_losses(x, y, op, hyper.tv_weight, hyper.tv_eps)
+    ``(B,)`` (``metadip.losses.fit_losses`` with the step's weights; ``first_order`` lets
+    it use the operator's one-pass residual)."""
+    return fit_losses(x, y, op, hyper.tv_weight, hyper.tv_eps, first_order)
 
 
 def data_loss(x: Tensor, y: Tensor, op: Any, hyper: Hyper) -> Tensor:
@@ -180,7 +181,7 @@ def step(
         current = dict(zip(names, leaves, strict=True))
         inp = _net_input(hyper, jitter=True)
         x = _apply(current, hyper, inp)
-        losses = item_losses(x, y, op, hyper)
+        losses = item_losses(x, y, op, hyper, first_order=not second_order)
         objective = losses
         if hyper.loss == "sure":
             objective = losses + sure_term(

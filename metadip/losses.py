@@ -25,10 +25,24 @@ __all__ = ["LOSSES", "SURE_TASKS", "check_loss", "fit_losses", "sure_term", "sur
 LOSSES = ("mse", "sure")
 
 
-def fit_losses(x: Tensor, y: Tensor, op: Any, tv_weight: Tensor | float, tv_eps: float) -> Tensor:
-    """Per image b: ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``, ``(B,)``."""
-    residual = op.forward(x) - y
-    fit = residual.pow(2).flatten(1).mean(dim=1)
+def fit_losses(
+    x: Tensor,
+    y: Tensor,
+    op: Any,
+    tv_weight: Tensor | float,
+    tv_eps: float,
+    first_order: bool = False,
+) -> Tensor:
+    """Per image b: ``mean((op(x_b) - y_b)^2) + tv_weight · tv(x_b) / (C·H·W)``, ``(B,)``.
+
+    ``first_order``: the caller takes no second derivative, so the operator's
+    ``residual_sq`` may give value and gradient in one pass (dense compressive sensing
+    reads its matrix once instead of twice)."""
+    fused = first_order and getattr(op, "fused_residual", False) and y.shape[0] == x.shape[0]
+    if fused:
+        fit = op.residual_sq(x, y) / y[0].numel()
+    else:
+        fit = (op.forward(x) - y).pow(2).flatten(1).mean(dim=1)
     reg = functional.tv(x, tv_eps) / x[0].numel()
     return fit + tv_weight * reg
 

@@ -17,8 +17,12 @@ from torch import Tensor
 
 __all__ = [
     "forward_differences",
+    "check_dense_args",
     "check_measure_args",
+    "check_normal_args",
     "complex_measure_ref",
+    "dense_measure_ref",
+    "dense_normal_ref",
     "fourier_double_backward",
     "fourier_features_ref",
     "phase_weights",
@@ -93,6 +97,27 @@ def dense_measure_ref(x: Tensor, a: Tensor) -> Tensor:
     """A real linear measurement with a stored A: x ``(B, n)``, A ``(m, n)`` -> ``(B, m)``."""
     check_dense_args(x, a)
     return x @ a.t()
+
+
+def check_normal_args(x: Tensor, a: Tensor, y: Tensor) -> None:
+    """Raises unless x ``(B, n)``, A ``(m, n)`` and y ``(B, m)`` share a dtype."""
+    check_dense_args(x, a)
+    if y.shape != (x.shape[0], a.shape[0]):
+        raise ValueError(
+            f"dense_normal expects y (B, m) = {(x.shape[0], a.shape[0])} for x "
+            f"{tuple(x.shape)} and A {tuple(a.shape)}, got y {tuple(y.shape)}"
+        )
+    if y.dtype != x.dtype:
+        raise TypeError(f"dense_normal: y has dtype {y.dtype} but x has {x.dtype}")
+
+
+def dense_normal_ref(x: Tensor, a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The least-squares residual of a stored real A and its gradient: x ``(B, n)``, A
+    ``(m, n)``, y ``(B, m)`` -> ``(z, g)`` with ``z = A x`` ``(B, m)`` and
+    ``g = Aᵀ(z − y)`` ``(B, n)``, the gradient of ``½‖A x − y‖²`` in x."""
+    check_normal_args(x, a, y)
+    z = x @ a.t()
+    return z, (z - y) @ a
 
 
 def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:

@@ -172,6 +172,38 @@ def test_real_dense_bad_input_is_rejected(device, backend):
         dispatch.dense_adjoint(x[:, :4], a.float(), backend=backend)
 
 
+@pytest.mark.parametrize(("device", "backend"), CASES)
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "B{}n{}m{}".format(*s))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_dense_normal_matches_reference(device, backend, size, dtype):
+    """(A x, Aᵀ(A x − y)) in one pass (C++: the streamed rows, their tails, ATen past 8
+    vectors) against float64."""
+    require(device, backend)
+    b, n, m = size
+    x64, y64, a = randn(b, n, seed=n), randn(b, m, seed=m), randn(m, n, seed=7)
+    z, g = dispatch.dense_normal(
+        x64.to(device, dtype), a.to(device, dtype), y64.to(device, dtype), backend=backend
+    )
+    close(z, x64 @ a.t(), dtype)
+    want = (x64 @ a.t() - y64) @ a
+    # Relative to the largest entry: a sum of m residuals loses float32 digits on small ones.
+    scale = want.abs().max()
+    close(g / scale, want / scale, dtype)
+
+
+@pytest.mark.parametrize(("device", "backend"), CASES)
+def test_dense_normal_bad_input_is_rejected(device, backend):
+    require(device, backend)
+    x, a = randn(2, 9, seed=0, device=device), randn(4, 9, seed=1, device=device)
+    y = randn(2, 4, seed=2, device=device)
+    with pytest.raises(ValueError, match="same n"):
+        dispatch.dense_normal(x, a[:, :8], y, backend=backend)
+    with pytest.raises(ValueError, match=r"y \(B, m\)"):
+        dispatch.dense_normal(x, a, y[:, :3], backend=backend)
+    with pytest.raises(TypeError, match="dtype"):
+        dispatch.dense_normal(x, a, y.float(), backend=backend)
+
+
 # ----------------------------------------------------------------------------- seeded
 
 

@@ -325,3 +325,41 @@ def test_seeded_phase_retrieval_matches_its_materialized_matrix():
 def test_unknown_storage_is_an_error():
     with pytest.raises(ValueError, match="storage"):
         CompressiveSensing((1, 4, 4), 0.5, storage="sparse")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("channelwise", [True, False], ids=["channelwise", "joint"])
+@pytest.mark.parametrize("storage", ["dense", "seeded"])
+def test_residual_sq_value_and_gradient_match_the_forward(dtype, channelwise, storage):
+    """Dense CS computes ‖A x − y‖² and its gradient in one pass of A; both equal the
+    plain forward's (float64 here, the same arithmetic in float32)."""
+    op = CompressiveSensing(
+        SHAPE, 0.3, seed=4, channelwise=channelwise, storage=storage, dtype=dtype
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, *SHAPE, generator=g, dtype=dtype, requires_grad=True)
+    y = torch.randn(4, *op.out_shape, generator=g, dtype=dtype)
+    got = op.residual_sq(x, y)
+    want = (op.forward(x) - y).pow(2).flatten(1).sum(dim=1)
+    w = torch.rand(4, generator=g, dtype=dtype)
+    (g_got,) = torch.autograd.grad((w * got).sum(), x)
+    (g_want,) = torch.autograd.grad((w * want).sum(), x)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {}
+    torch.testing.assert_close(got, want, **tol)
+    torch.testing.assert_close(g_got, g_want, **tol)
+
+
+def test_fused_residual_is_first_order_only_and_errors_are_clear():
+    op = CompressiveSensing(SHAPE, 0.3, seed=4, dtype=F64)
+    x = torch.rand(2, *SHAPE, dtype=F64, requires_grad=True)
+    y = torch.randn(2, *op.out_shape, dtype=F64)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.grad(op.residual_sq(x, y).sum(), x, create_graph=True)
+    with pytest.raises(ValueError, match="2 problems but y has 3"):
+        op.residual_sq(x, torch.randn(3, *op.out_shape, dtype=F64))
+    with pytest.raises(ValueError, match="must have shape"):
+        op.residual_sq(x, y[:, :-1])
+    # A y that needs a gradient takes the plain (twice differentiable) path.
+    yg = y.clone().requires_grad_()
+    (gy,) = torch.autograd.grad(op.residual_sq(x, yg).sum(), yg)
+    torch.testing.assert_close(gy, -2 * (op.forward(x) - y))

@@ -61,6 +61,21 @@ at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
   return z;
 }
 
+std::tuple<at::Tensor, at::Tensor> cm_normal_cpu(const at::Tensor& x_, const at::Tensor& a,
+                                                 const at::Tensor& y_) {
+  const at::Tensor x = cm::checked_x(x_);
+  cm::check_dense(a, c10::nullopt, x.size(1), x.scalar_type());
+  TORCH_CHECK_VALUE(y_.dim() == 2 && y_.size(0) == x.size(0) && y_.size(1) == a.size(0),
+                    "the residual needs y of shape (B, m) = (", x.size(0), ", ", a.size(0),
+                    "), got ", y_.sizes());
+  TORCH_CHECK_TYPE(y_.scalar_type() == x.scalar_type(), "y has dtype ", y_.scalar_type(),
+                   " but x has ", x.scalar_type());
+  const at::Tensor y = y_.contiguous();
+  if (cm::stream_applies(x, a, c10::nullopt)) return cm::stream_normal(x, a, y);
+  at::Tensor z = at::mm(x, a.t());
+  return {z, at::mm(z - y, a)};
+}
+
 at::Tensor cm_adj_cpu(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n,
                       double scale) {

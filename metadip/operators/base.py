@@ -48,6 +48,8 @@ class Operator(nn.Module):
 
     linear: bool = False
     task: str = "custom"
+    # residual_sq has a one-pass path (value and gradient together, first order only).
+    fused_residual: bool = False
 
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], sigma: float = 0.0):
         super().__init__()
@@ -74,6 +76,23 @@ class Operator(nn.Module):
         xb, single = self._split(x, self.in_shape, "x")
         y = self._forward(xb)
         return y[0] if single else y
+
+    def residual_sq(self, x: Tensor, y: Tensor) -> Tensor:
+        """``‖F(x_b) − y_b‖²`` per problem: x ``(B, *in_shape)``, y ``(B, *out_shape)`` ->
+        ``(B,)``. Differentiable once in x (twice here; operators with a fused path, like
+        dense compressive sensing, give first-order gradients only: callers that need
+        second derivatives use ``forward``)."""
+        xb, _ = self._split(x, self.in_shape, "x")
+        yb, _ = self._split(y, self.out_shape, "y")
+        if xb.shape[0] != yb.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}.residual_sq: x has {xb.shape[0]} problems but y has "
+                f"{yb.shape[0]}"
+            )
+        return self._residual_sq(xb, yb)
+
+    def _residual_sq(self, x: Tensor, y: Tensor) -> Tensor:
+        return (self.forward(x) - y).pow(2).flatten(1).sum(dim=1)
 
     def adjoint(self, y: Tensor) -> Tensor:
         """Adjoint ``A^T y``: ``(*, *out_shape) -> (*, *in_shape)`` (linear operators only)."""

@@ -102,6 +102,7 @@ class CompressiveSensing(_MatrixOperator):
 
     task = "cs"
     linear = True
+    fused_residual = True  # dense storage: dispatch.dense_normal
     PLANES = ("matrix",)
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -119,6 +120,37 @@ class CompressiveSensing(_MatrixOperator):
         else:
             x = dispatch.dense_adjoint(flat, self.matrix)
         return x.reshape(y.shape[0], *self.in_shape)
+
+    def _residual_sq(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.storage == "seeded" or y.requires_grad or self.matrix.requires_grad:
+            return super()._residual_sq(x, y)
+        flat = _DenseResidualSq.apply(self._flat(x), self.matrix, y.reshape(-1, self.m))
+        return flat.reshape(x.shape[0], -1).sum(dim=1)
+
+
+class _DenseResidualSq(torch.autograd.Function):
+    """``‖A x_r − y_r‖²`` per row r of x ``(R, n)`` -> ``(R,)``, with the gradient
+    ``2 Aᵀ(A x_r − y_r)`` computed in the same pass as the value (``dispatch.dense_normal``:
+    one read of A instead of two). First order only: a second derivative raises."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, y: Tensor) -> Tensor:
+        z, g = dispatch.dense_normal(x, a, y)
+        ctx.save_for_backward(g)
+        return (z - y).pow(2).sum(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        # Grad mode is on in a backward only under create_graph: the gradient computed
+        # in the forward is a value, so a second derivative through it would be wrong.
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "residual_sq of dense compressive sensing is differentiable once (its "
+                "gradient comes from the one-pass kernel); for second derivatives "
+                "(create_graph=True) use op.forward"
+            )
+        (g,) = ctx.saved_tensors
+        return 2 * grad[:, None] * g, None, None
 
 
 class PhaseRetrieval(_MatrixOperator):
