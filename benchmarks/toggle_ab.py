@@ -4,13 +4,14 @@ reconstructions with the shipped default of each task, the two settings alternat
 
     python benchmarks/toggle_ab.py --toggle fast-layout --threads 2 --tasks denoise,cs,pr \
         --reps 5 >> benchmarks/results/2026-11-26-cpu-fast-layout.jsonl
-    python benchmarks/toggle_ab.py --toggle fused-residual --tasks cs \
+    python benchmarks/toggle_ab.py --toggle fused-residual --tasks cs,pr \
         >> benchmarks/results/2026-11-26-cpu-fused-residual.jsonl
 
 Toggles: ``fast-layout``, the networks' channels-last CPU layout (off: ``to_fast_layout``
 and ``channel_cat`` swapped for the identity and ``torch.cat``, the network as it ran
-before); ``fused-residual``, dense compressive sensing's one-pass data fit (off:
-``CompressiveSensing.fused_residual = False``, the forward then the adjoint). Prints one
+before); ``fused-residual``, the dense CS and PR one-pass data fit (off:
+``fused_residual = False`` on CompressiveSensing and PhaseRetrieval, the forward then
+its adjoint). Prints one
 JSON object: per task the median and best seconds of each setting, the mean paired
 difference (off − on) with its standard error, and the ratio of medians; with the toggle,
 threads, commit and load average.
@@ -29,7 +30,7 @@ import torch
 
 import metadip
 import metadip.networks as networks
-from metadip.operators import CompressiveSensing
+from metadip.operators import CompressiveSensing, PhaseRetrieval
 from metadip.tasks import make_operator
 
 SIZE, STEPS = 128, 50
@@ -43,7 +44,7 @@ def _layout(on: bool) -> None:
 
 
 def _residual(on: bool) -> None:
-    CompressiveSensing.fused_residual = on
+    CompressiveSensing.fused_residual = PhaseRetrieval.fused_residual = on
 
 
 TOGGLES = {"fast-layout": _layout, "fused-residual": _residual}

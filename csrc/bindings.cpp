@@ -56,13 +56,14 @@ at::Tensor cm_lin(const at::Tensor& x, const c10::optional<at::Tensor>& ar,
   return MD_ROUTE(x, cm_lin, x, ar, ai, seed, m, cplx, scale);
 }
 
-std::tuple<at::Tensor, at::Tensor> cm_normal(const at::Tensor& x, const at::Tensor& a,
+std::tuple<at::Tensor, at::Tensor> cm_normal(const at::Tensor& x, const at::Tensor& ar,
+                                             const c10::optional<at::Tensor>& ai,
                                              const at::Tensor& y) {
-  // CPU only: on a GPU the two cuBLAS products are the fast path (metadip.backends).
-  TORCH_CHECK(x.is_cpu() && a.is_cpu() && y.is_cpu(),
-              "cm_normal runs on CPU tensors; got x on ", x.device(), ", A on ", a.device(),
+  // CPU only: on a GPU the cuBLAS products are the fast path (metadip.backends).
+  TORCH_CHECK(x.is_cpu() && ar.is_cpu() && y.is_cpu() && (!ai.has_value() || ai->is_cpu()),
+              "cm_normal runs on CPU tensors; got x on ", x.device(), ", A on ", ar.device(),
               ", y on ", y.device());
-  return cm_normal_cpu(x, a, y);
+  return cm_normal_cpu(x, ar, ai, y);
 }
 
 std::tuple<at::Tensor, at::Tensor> cm_meas(const at::Tensor& x,
@@ -129,8 +130,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           py::arg("seed"), py::arg("m"), py::arg("cplx"), py::arg("scale"));
   mod.def("cm_meas", &cm_meas, "(|A x|, z)", py::arg("x"), py::arg("ar"), py::arg("ai"),
           py::arg("seed"), py::arg("m"), py::arg("scale"));
-  mod.def("cm_normal", &cm_normal, "(A x, A^T (A x - y)) for a stored real A", py::arg("x"),
-          py::arg("a"), py::arg("y"));
+  mod.def("cm_normal", &cm_normal, "a stored A's fit value and gradient in one pass",
+          py::arg("x"), py::arg("ar"), py::arg("ai"), py::arg("y"));
   mod.def("cm_adj", &cm_adj, "A^T-apply of w (P, B, m)", py::arg("w"), py::arg("ar"),
           py::arg("ai"), py::arg("seed"), py::arg("n"), py::arg("scale"));
   mod.def("cm_adj_phase", &cm_adj_phase, "Re A^H (g * z/|z|)", py::arg("g"), py::arg("z"),

@@ -30,9 +30,11 @@ at::Tensor tv_hvp_cpu(const at::Tensor& x, const at::Tensor& v, double eps);
 at::Tensor cm_lin_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t m, bool cplx,
                       double scale);
-// normal: the least-squares residual of a stored real A, x (B,n), y (B,m) ->
-// (z = A x (B,m), g = Aᵀ(z − y) (B,n)); A read once where the streaming loops apply.
-std::tuple<at::Tensor, at::Tensor> cm_normal_cpu(const at::Tensor& x, const at::Tensor& a,
+// normal: a least-squares fit of a stored A, x (B,n), y (B,m) -> (value (B,m), gradient
+// (B,n)): real A (z = A x, Aᵀ(z − y)); complex A, amplitudes (|z|, Re Aᴴ((|z| − y) z/|z|)).
+// A read once where the streaming loops apply.
+std::tuple<at::Tensor, at::Tensor> cm_normal_cpu(const at::Tensor& x, const at::Tensor& ar,
+                                                 const c10::optional<at::Tensor>& ai,
                                                  const at::Tensor& y);
 at::Tensor cm_adj_cpu(const at::Tensor& w, const c10::optional<at::Tensor>& ar,
                       const c10::optional<at::Tensor>& ai, int64_t seed, int64_t n, double scale);

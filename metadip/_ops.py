@@ -109,15 +109,16 @@ if HAS_EXT:
         return g.new_empty(g.shape[0], n if ar is None else ar.shape[1])
 
     @torch.library.custom_op("metadip::cm_normal", mutates_args=())
-    def cm_normal(x: Tensor, a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """``(A x, Aᵀ(A x − y))`` for a stored real A, one read of A; no autograd (the
-        residual's first-order rule in ``metadip.operators`` uses it as a value)."""
-        z, g = _C.cm_normal(x, a, y)
-        return z, g
+    def cm_normal(x: Tensor, ar: Tensor, ai: Tensor | None, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A stored A's fit value and gradient, one read of A: real ``(A x, Aᵀ(A x − y))``,
+        complex ``(|A x|, Re Aᴴ((|z| − y) z/|z|))``. No autograd (the residual's
+        first-order rule in ``metadip.operators`` uses it as a value)."""
+        v, g = _C.cm_normal(x, ar, ai, y)
+        return v, g
 
     @cm_normal.register_fake
-    def _(x, a, y):
-        return x.new_empty(x.shape[0], a.shape[0]), torch.empty_like(x)
+    def _(x, ar, ai, y):
+        return x.new_empty(x.shape[0], ar.shape[0]), torch.empty_like(x)
 
     @torch.library.custom_op("metadip::cm_materialize", mutates_args=())
     def cm_materialize(seed: int, m: int, n: int, cplx: bool, scale: float, like: Tensor) -> Tensor:

@@ -109,11 +109,13 @@ class CppOps:
         return CppOps._ops().cm_adj(y[None], a, None, 0, a.shape[1], 1.0)
 
     @staticmethod
-    def dense_normal(x: Tensor, a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        # One read of A on the CPU; on a GPU the two cuBLAS products are the fast path.
+    def dense_normal(
+        x: Tensor, a: Tensor, y: Tensor, a_imag: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        # One read of A on the CPU; on a GPU the cuBLAS products are the fast path.
         if x.device.type != "cpu":
-            return dense_normal_ref(x, a, y)
-        return CppOps._ops().cm_normal(x, a, y)
+            return dense_normal_ref(x, a, y, a_imag)
+        return CppOps._ops().cm_normal(x, a, a_imag, y)
 
     @staticmethod
     def seeded_measure(x: Tensor, seed: int, m: int, cplx: bool, scale: float) -> Tensor:

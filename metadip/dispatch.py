@@ -197,14 +197,15 @@ def dense_adjoint(y: Tensor, a: Tensor, *, backend: str | None = None) -> Tensor
 
 
 def dense_normal(
-    x: Tensor, a: Tensor, y: Tensor, *, backend: str | None = None
+    x: Tensor, a: Tensor, y: Tensor, a_imag: Tensor | None = None, *, backend: str | None = None
 ) -> tuple[Tensor, Tensor]:
-    """``(A x, Aᵀ(A x − y))`` for a stored real A ``(m, n)``: x ``(B, n)``, y ``(B, m)``;
-    the least-squares residual and its gradient, reading A once (C++ backend, 2-8 float32
-    vectors). Values only, no autograd: ``operators.CompressiveSensing.residual_sq``
-    builds the first-order rule on it."""
-    check_normal_args(x, a, y)
-    return IMPL[backend_for("dense_measure", x.device, backend)].dense_normal(x, a, y)
+    """A stored A's least-squares fit value and gradient, reading A once (C++ backend, 2-8
+    float32 vectors): x ``(B, n)``, A ``(m, n)``, y ``(B, m)``. Real A: ``(A x, Aᵀ(A x −
+    y))``; with ``a_imag`` (A = a + i a_imag, amplitudes): ``(|A x|, Re Aᴴ((|z| − y)
+    z/|z|))``. Values only, no autograd: ``Operator.residual_sq`` builds the first-order
+    rule on it (``reference.dense_normal_ref`` is the definition)."""
+    check_normal_args(x, a, y, a_imag)
+    return IMPL[backend_for("dense_measure", x.device, backend)].dense_normal(x, a, y, a_imag)
 
 
 def fourier_features(b: Tensor, height: int, width: int, *, backend: str | None = None) -> Tensor:

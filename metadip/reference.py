@@ -99,9 +99,15 @@ def dense_measure_ref(x: Tensor, a: Tensor) -> Tensor:
     return x @ a.t()
 
 
-def check_normal_args(x: Tensor, a: Tensor, y: Tensor) -> None:
-    """Raises unless x ``(B, n)``, A ``(m, n)`` and y ``(B, m)`` share a dtype."""
+def check_normal_args(x: Tensor, a: Tensor, y: Tensor, a_imag: Tensor | None = None) -> None:
+    """Raises unless x ``(B, n)``, A ``(m, n)`` (and ``a_imag`` like A) and y ``(B, m)``
+    share a dtype."""
     check_dense_args(x, a)
+    if a_imag is not None and (a_imag.shape != a.shape or a_imag.dtype != a.dtype):
+        raise ValueError(
+            f"dense_normal expects a_imag like A {tuple(a.shape)} {a.dtype}, got "
+            f"{tuple(a_imag.shape)} {a_imag.dtype}"
+        )
     if y.shape != (x.shape[0], a.shape[0]):
         raise ValueError(
             f"dense_normal expects y (B, m) = {(x.shape[0], a.shape[0])} for x "
@@ -111,13 +117,22 @@ def check_normal_args(x: Tensor, a: Tensor, y: Tensor) -> None:
         raise TypeError(f"dense_normal: y has dtype {y.dtype} but x has {x.dtype}")
 
 
-def dense_normal_ref(x: Tensor, a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """The least-squares residual of a stored real A and its gradient: x ``(B, n)``, A
-    ``(m, n)``, y ``(B, m)`` -> ``(z, g)`` with ``z = A x`` ``(B, m)`` and
-    ``g = Aᵀ(z − y)`` ``(B, n)``, the gradient of ``½‖A x − y‖²`` in x."""
-    check_normal_args(x, a, y)
+def dense_normal_ref(
+    x: Tensor, a: Tensor, y: Tensor, a_imag: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """A stored A's least-squares fit and its gradient, x ``(B, n)``, A ``(m, n)``, y
+    ``(B, m)`` -> value ``(B, m)``, gradient ``(B, n)``. Real A: ``(z, Aᵀ(z − y))`` with
+    ``z = A x``, the gradient of ``½‖A x − y‖²``. Complex ``A = a + i a_imag``:
+    ``(|z|, Re Aᴴ((|z| − y) z/|z|))``, the gradient of ``½‖|A x| − y‖²`` (0 where
+    ``|z| = 0``)."""
+    check_normal_args(x, a, y, a_imag)
     z = x @ a.t()
-    return z, (z - y) @ a
+    if a_imag is None:
+        return z, (z - y) @ a
+    zi = x @ a_imag.t()
+    amp = _safe_sqrt(z * z + zi * zi)
+    c = torch.where(amp > 0, (amp - y) / torch.where(amp > 0, amp, torch.ones_like(amp)), 0)
+    return amp, (c * z) @ a + (c * zi) @ a_imag
 
 
 def complex_measure_ref(x: Tensor, a_real: Tensor, a_imag: Tensor) -> Tensor:

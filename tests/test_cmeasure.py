@@ -175,17 +175,28 @@ def test_real_dense_bad_input_is_rejected(device, backend):
 @pytest.mark.parametrize(("device", "backend"), CASES)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "B{}n{}m{}".format(*s))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_dense_normal_matches_reference(device, backend, size, dtype):
-    """(A x, Aᵀ(A x − y)) in one pass (C++: the streamed rows, their tails, ATen past 8
-    vectors) against float64."""
+@pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])
+def test_dense_normal_matches_reference(device, backend, size, dtype, cplx):
+    """A fit's value and gradient in one pass (C++: the streamed rows, their tails, ATen
+    past 8 vectors) against float64: real (A x, Aᵀ(A x − y)); complex, with a zero row
+    (|z| = 0 must give 0, not NaN), (|A x|, Re Aᴴ((|z| − y) z/|z|))."""
     require(device, backend)
     b, n, m = size
-    x64, y64, a = randn(b, n, seed=n), randn(b, m, seed=m), randn(m, n, seed=7)
-    z, g = dispatch.dense_normal(
-        x64.to(device, dtype), a.to(device, dtype), y64.to(device, dtype), backend=backend
+    x64, y64 = randn(b, n, seed=n), randn(b, m, seed=m)
+    a, ai = _planes(m, n, seed=7)
+    if cplx:
+        value = complex_measure_ref(x64, a, ai)
+        want = torch.autograd.functional.vjp(
+            lambda x: complex_measure_ref(x, a, ai), x64, value - y64
+        )[1]
+    else:
+        ai, value = None, x64 @ a.t()
+        want = (value - y64) @ a
+    d = {"device": device, "dtype": dtype}
+    got_value, g = dispatch.dense_normal(
+        x64.to(**d), a.to(**d), y64.to(**d), None if ai is None else ai.to(**d), backend=backend
     )
-    close(z, x64 @ a.t(), dtype)
-    want = (x64 @ a.t() - y64) @ a
+    close(got_value, value, dtype)
     # Relative to the largest entry: a sum of m residuals loses float32 digits on small ones.
     scale = want.abs().max()
     close(g / scale, want / scale, dtype)
@@ -202,6 +213,8 @@ def test_dense_normal_bad_input_is_rejected(device, backend):
         dispatch.dense_normal(x, a, y[:, :3], backend=backend)
     with pytest.raises(TypeError, match="dtype"):
         dispatch.dense_normal(x, a, y.float(), backend=backend)
+    with pytest.raises(ValueError, match="a_imag like A"):
+        dispatch.dense_normal(x, a, y, a[:3], backend=backend)
 
 
 # ----------------------------------------------------------------------------- seeded

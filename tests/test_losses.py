@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metadip.losses import fit_losses
-from metadip.operators import CompressiveSensing, Denoise
+from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval
 
 
 @pytest.mark.parametrize(
@@ -14,12 +14,13 @@ from metadip.operators import CompressiveSensing, Denoise
     [
         lambda: CompressiveSensing((3, 16, 12), 0.25, seed=1),
         lambda: CompressiveSensing((1, 16, 12), 0.25, seed=1, storage="seeded"),
+        lambda: PhaseRetrieval((3, 16, 12), 0.25, seed=2),
         lambda: Denoise((3, 16, 12), 0.1),
     ],
-    ids=["cs-dense", "cs-seeded", "denoise"],
+    ids=["cs-dense", "cs-seeded", "pr-dense", "denoise"],
 )
 def test_first_order_fit_equals_the_plain_fit(make):
-    """``first_order=True`` (dense CS: value and gradient from one read of A) gives the
+    """``first_order=True`` (dense CS and PR: value and gradient from one read of A) gives the
     loss and gradient of the plain forward, per image, TV term included."""
     op = make()
     g = torch.Generator().manual_seed(0)

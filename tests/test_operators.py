@@ -330,12 +330,11 @@ def test_unknown_storage_is_an_error():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("channelwise", [True, False], ids=["channelwise", "joint"])
 @pytest.mark.parametrize("storage", ["dense", "seeded"])
-def test_residual_sq_value_and_gradient_match_the_forward(dtype, channelwise, storage):
-    """Dense CS computes ‖A x − y‖² and its gradient in one pass of A; both equal the
-    plain forward's (float64 here, the same arithmetic in float32)."""
-    op = CompressiveSensing(
-        SHAPE, 0.3, seed=4, channelwise=channelwise, storage=storage, dtype=dtype
-    )
+@pytest.mark.parametrize("cls", [CompressiveSensing, PhaseRetrieval])
+def test_residual_sq_value_and_gradient_match_the_forward(cls, dtype, channelwise, storage):
+    """Dense CS and PR compute ‖F(x) − y‖² and its gradient in one pass of A; both equal
+    the plain forward's (float64 here, the same arithmetic in float32)."""
+    op = cls(SHAPE, 0.3, seed=4, channelwise=channelwise, storage=storage, dtype=dtype)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, *SHAPE, generator=g, dtype=dtype, requires_grad=True)
     y = torch.randn(4, *op.out_shape, generator=g, dtype=dtype)

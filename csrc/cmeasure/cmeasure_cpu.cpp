@@ -61,19 +61,24 @@ at::Tensor cm_lin_cpu(const at::Tensor& x_, const c10::optional<at::Tensor>& ar,
   return z;
 }
 
-std::tuple<at::Tensor, at::Tensor> cm_normal_cpu(const at::Tensor& x_, const at::Tensor& a,
+std::tuple<at::Tensor, at::Tensor> cm_normal_cpu(const at::Tensor& x_, const at::Tensor& ar,
+                                                 const c10::optional<at::Tensor>& ai,
                                                  const at::Tensor& y_) {
   const at::Tensor x = cm::checked_x(x_);
-  cm::check_dense(a, c10::nullopt, x.size(1), x.scalar_type());
-  TORCH_CHECK_VALUE(y_.dim() == 2 && y_.size(0) == x.size(0) && y_.size(1) == a.size(0),
-                    "the residual needs y of shape (B, m) = (", x.size(0), ", ", a.size(0),
+  cm::check_dense(ar, ai, x.size(1), x.scalar_type());
+  TORCH_CHECK_VALUE(y_.dim() == 2 && y_.size(0) == x.size(0) && y_.size(1) == ar.size(0),
+                    "the residual needs y of shape (B, m) = (", x.size(0), ", ", ar.size(0),
                     "), got ", y_.sizes());
   TORCH_CHECK_TYPE(y_.scalar_type() == x.scalar_type(), "y has dtype ", y_.scalar_type(),
                    " but x has ", x.scalar_type());
   const at::Tensor y = y_.contiguous();
-  if (cm::stream_applies(x, a, c10::nullopt)) return cm::stream_normal(x, a, y);
-  at::Tensor z = at::mm(x, a.t());
-  return {z, at::mm(z - y, a)};
+  if (cm::stream_applies(x, ar, ai)) return cm::stream_normal(x, ar, ai, y);
+  at::Tensor z = at::mm(x, ar.t());
+  if (!ai.has_value()) return {z, at::mm(z - y, ar)};
+  at::Tensor zi = at::mm(x, ai->t());
+  at::Tensor amp = at::sqrt(z * z + zi * zi);
+  at::Tensor c = at::where(amp > 0, (amp - y) / amp, at::zeros_like(amp));
+  return {amp, at::mm(c * z, ar).addmm_(c * zi, *ai)};
 }
 
 at::Tensor cm_adj_cpu(const at::Tensor& w_, const c10::optional<at::Tensor>& ar,

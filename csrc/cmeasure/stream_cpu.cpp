@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define METADIP_STREAM 1
@@ -183,39 +184,56 @@ at::Tensor stream_adj(const at::Tensor& w, const at::Tensor& ar,
 }
 
 // Each task takes a block of rows: for every tile of kRows rows it forms z (reading the
-// rows from memory), the residual r = z − y, then adds Σ_r r_r A_r to its own gradient
-// buffer while the tile's rows are still in L2 (kRows × n floats: 256 KB at n = 16384).
-// So A is read from memory once where z = A x then Aᵀ r would read it twice; the task
-// buffers are summed at the end.
-std::tuple<at::Tensor, at::Tensor> stream_normal(const at::Tensor& x, const at::Tensor& a,
+// rows from memory), the residual weights w, then adds Σ_r w_r A_r to its own gradient
+// buffer while the tile's rows are still in L2 (kRows × n floats per plane: 256 KB at
+// n = 16384). So A is read from memory once where z = A x then Aᵀ w would read it twice;
+// the task buffers are summed at the end. Real A: w = z − y. Complex A = ar + i ai
+// (amplitude fit, |z| against y): w = (|z| − y) z / |z|, 0 where |z| = 0.
+std::tuple<at::Tensor, at::Tensor> stream_normal(const at::Tensor& x, const at::Tensor& ar,
+                                                 const c10::optional<at::Tensor>& ai,
                                                  const at::Tensor& y) {
-  const int64_t B = x.size(0), n = x.size(1), m = a.size(0);
-  at::Tensor z = at::empty({B, m}, x.options());
+  const int64_t B = x.size(0), n = x.size(1), m = ar.size(0);
+  const int64_t P = ai.has_value() ? 2 : 1;
+  at::Tensor z = at::empty({P, B, m}, x.options());
   const int64_t tiles = (m + kRows - 1) / kRows;
   const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles));
   at::Tensor parts = at::zeros({tasks, B, n}, x.options());
-  const float *ad = a.data_ptr<float>(), *xd = x.data_ptr<float>(), *yd = y.data_ptr<float>();
+  const float* planes[2] = {ar.data_ptr<float>(), P == 2 ? ai->data_ptr<float>() : nullptr};
+  const float *xd = x.data_ptr<float>(), *yd = y.data_ptr<float>();
   float *zd = z.data_ptr<float>(), *pd = parts.data_ptr<float>();
   const int64_t per_task = (tiles + tasks - 1) / tasks;
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       float* g = pd + t * B * n;
       const int64_t first = t * per_task, last = std::min(tiles, first + per_task);
-      float r[kStreamMaxRows * kRows];
+      float w[2][kStreamMaxRows * kRows];
       for (int64_t tile = first; tile < last; ++tile) {
         const int64_t i0 = tile * kRows, rows = std::min<int64_t>(kRows, m - i0);
-        for (int64_t b = 0; b < B; b += 4)
-          lin_group(std::min<int64_t>(4, B - b), ad, xd + b * n, zd + b * m, i0, i0 + rows, n, m);
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t b = 0; b < B; b += 4)
+            lin_group(std::min<int64_t>(4, B - b), planes[p], xd + b * n, zd + (p * B + b) * m,
+                      i0, i0 + rows, n, m);
         for (int64_t b = 0; b < B; ++b)
-          for (int64_t k = 0; k < rows; ++k)
-            r[b * rows + k] = zd[b * m + i0 + k] - yd[b * m + i0 + k];
-        for (int64_t b = 0; b < B; b += 4)
-          adj_group(std::min<int64_t>(4, B - b), ad + i0 * n, r + b * rows, g + b * n, 0, n, n,
-                    rows);
+          for (int64_t k = 0; k < rows; ++k) {
+            const int64_t q = b * m + i0 + k;
+            if (P == 1) {
+              w[0][b * rows + k] = zd[q] - yd[q];
+            } else {
+              const float re = zd[q], im = zd[B * m + q], amp = std::sqrt(re * re + im * im);
+              const float c = amp > 0 ? (amp - yd[q]) / amp : 0.0f;
+              w[0][b * rows + k] = c * re;
+              w[1][b * rows + k] = c * im;
+            }
+          }
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t b = 0; b < B; b += 4)
+            adj_group(std::min<int64_t>(4, B - b), planes[p] + i0 * n, w[p] + b * rows,
+                      g + b * n, 0, n, n, rows);
       }
     }
   });
-  return {z, tasks == 1 ? parts[0] : parts.sum(0)};
+  at::Tensor value = P == 1 ? z[0] : at::sqrt(z[0] * z[0] + z[1] * z[1]);
+  return {value, tasks == 1 ? parts[0] : parts.sum(0)};
 }
 
 #else  // not x86-64 with GCC/Clang: ATen's GEMM everywhere
@@ -230,6 +248,7 @@ at::Tensor stream_adj(const at::Tensor&, const at::Tensor&, const c10::optional<
   TORCH_CHECK(false, "stream_adj needs x86-64 with AVX-512");
 }
 std::tuple<at::Tensor, at::Tensor> stream_normal(const at::Tensor&, const at::Tensor&,
+                                                 const c10::optional<at::Tensor>&,
                                                  const at::Tensor&) {
   TORCH_CHECK(false, "stream_normal needs x86-64 with AVX-512");
 }

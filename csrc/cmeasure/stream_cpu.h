@@ -24,9 +24,11 @@ at::Tensor stream_lin(const at::Tensor& x, const at::Tensor& ar,
 // Σ_p w_p A_p (B, n); w (P, B, m) contiguous.
 at::Tensor stream_adj(const at::Tensor& w, const at::Tensor& ar,
                       const c10::optional<at::Tensor>& ai);
-// The least-squares residual and gradient in one read of a real A: z = A x (B, m) and
-// g = Aᵀ(z − y) (B, n); x (B, n) and y (B, m) contiguous.
-std::tuple<at::Tensor, at::Tensor> stream_normal(const at::Tensor& x, const at::Tensor& a,
+// A least-squares fit's value and gradient in one read of A; x (B, n) and y (B, m)
+// contiguous. Real A: (z = A x, Aᵀ(z − y)). Complex A = ar + i ai, amplitude fit:
+// (|z|, Re Aᴴ((|z| − y) z/|z|)), 0 where |z| = 0. Values (B, m), gradients (B, n).
+std::tuple<at::Tensor, at::Tensor> stream_normal(const at::Tensor& x, const at::Tensor& ar,
+                                                 const c10::optional<at::Tensor>& ai,
                                                  const at::Tensor& y);
 
 }  // namespace cm

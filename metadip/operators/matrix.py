@@ -28,6 +28,8 @@ class _MatrixOperator(Operator):
     """
 
     complex: bool = False
+    # Dense storage: residual_sq's value and gradient in one read of A (dispatch.dense_normal).
+    fused_residual = True
 
     def __init__(
         self,
@@ -86,6 +88,14 @@ class _MatrixOperator(Operator):
         )
         return a if self.complex else (a,)
 
+    def _residual_sq(self, x: Tensor, y: Tensor) -> Tensor:
+        planes = self.planes() if self.storage == "dense" else ()
+        if not planes or y.requires_grad or any(p.requires_grad for p in planes):
+            return super()._residual_sq(x, y)
+        imag = planes[1] if self.complex else None
+        rows = _DenseResidualSq.apply(self._flat(x), y.reshape(-1, self.m), planes[0], imag)
+        return rows.reshape(x.shape[0], -1).sum(dim=1)
+
     def _flat(self, x: Tensor) -> Tensor:
         return x.reshape(-1, self.n)  # (B*C, n) channelwise, else (B, n)
 
@@ -102,7 +112,6 @@ class CompressiveSensing(_MatrixOperator):
 
     task = "cs"
     linear = True
-    fused_residual = True  # dense storage: dispatch.dense_normal
     PLANES = ("matrix",)
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -121,26 +130,21 @@ class CompressiveSensing(_MatrixOperator):
             x = dispatch.dense_adjoint(flat, self.matrix)
         return x.reshape(y.shape[0], *self.in_shape)
 
-    def _residual_sq(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.storage == "seeded" or y.requires_grad or self.matrix.requires_grad:
-            return super()._residual_sq(x, y)
-        flat = _DenseResidualSq.apply(self._flat(x), self.matrix, y.reshape(-1, self.m))
-        return flat.reshape(x.shape[0], -1).sum(dim=1)
-
 
 class _DenseResidualSq(torch.autograd.Function):
-    """``‖A x_r − y_r‖²`` per row r of x ``(R, n)`` -> ``(R,)``, with the gradient
-    ``2 Aᵀ(A x_r − y_r)`` computed in the same pass as the value (``dispatch.dense_normal``:
-    one read of A instead of two). First order only: a second derivative raises."""
+    """``‖F(x_r) − y_r‖²`` per row r of x ``(R, n)`` -> ``(R,)`` for a stored A, ``F = A``
+    (real) or ``F = |A ·|`` (``a_imag`` given), with the gradient computed in the same pass
+    as the value (``dispatch.dense_normal``: one read of A instead of two). First order
+    only: a second derivative raises."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, y: Tensor) -> Tensor:
-        z, g = dispatch.dense_normal(x, a, y)
+    def forward(ctx, x: Tensor, y: Tensor, a: Tensor, a_imag: Tensor | None) -> Tensor:
+        value, g = dispatch.dense_normal(x, a, y, a_imag)
         ctx.save_for_backward(g)
-        return (z - y).pow(2).sum(dim=1)
+        return (value - y).pow(2).sum(dim=1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         # Grad mode is on in a backward only under create_graph: the gradient computed
         # in the forward is a value, so a second derivative through it would be wrong.
         if torch.is_grad_enabled():
@@ -150,7 +154,7 @@ class _DenseResidualSq(torch.autograd.Function):
                 "(create_graph=True) use op.forward"
             )
         (g,) = ctx.saved_tensors
-        return 2 * grad[:, None] * g, None, None
+        return 2 * grad[:, None] * g, None, None, None
 
 
 class PhaseRetrieval(_MatrixOperator):
