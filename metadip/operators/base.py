@@ -198,7 +198,14 @@ def gram_norm(op: object, like: Tensor, iters: int = 20) -> Tensor:
 
 
 def _gram_apply(op: object, v: Tensor) -> Tensor:
-    """``AᵀA v`` for a linear operator, ``∇_v ½‖F(v)‖²`` for a non-linear one."""
+    """``AᵀA v`` for a linear operator, ``∇_v ½‖F(v)‖²`` for a non-linear one; both are
+    ``∇_v ½‖F(v) − 0‖²``, which an operator with a one-pass residual gives reading A once."""
+    if getattr(op, "fused_residual", False):
+        zeros = v.new_zeros(v.shape[0], *op.out_shape)  # type: ignore[attr-defined]
+        with torch.enable_grad():
+            vg = v.detach().requires_grad_()
+            (g,) = torch.autograd.grad(0.5 * op.residual_sq(vg, zeros).sum(), vg)  # type: ignore[attr-defined]
+        return g
     if getattr(op, "linear", False):
         with torch.no_grad():
             return op.adjoint(op.forward(v))  # type: ignore[attr-defined]
