@@ -107,13 +107,6 @@ def tv_prox(
     return (b - mu * _grad_adjoint(*w)).clamp(0, 1), w
 
 
-def _residual_sq(op: Any, x: Tensor, y: Tensor) -> Tensor:
-    """``‖F(x_b) − y_b‖²`` ``(B,)`` through the operator's fused path where it has one."""
-    if getattr(op, "fused_residual", False):
-        return op.residual_sq(x, y)
-    return (op.forward(x) - y).pow(2).flatten(1).sum(dim=1)
-
-
 def tv_estimate(
     op: Any, y: Tensor, weight: float = 1.0, iters: int = 50, progress: bool = False
 ) -> Tensor:
@@ -135,8 +128,8 @@ def tv_estimate(
     for _ in tqdm(range(iters), desc="TV warm start", leave=False, disable=not progress):
         with torch.enable_grad():
             zg = z.detach().requires_grad_()
-            # residual_sq: one read of a dense CS matrix for the value and the gradient.
-            (g,) = torch.autograd.grad(0.5 * _residual_sq(op, zg, y).sum(), zg)
+            # residual_sq: one read of a dense matrix for the value and the gradient.
+            (g,) = torch.autograd.grad(0.5 * op.residual_sq(zg, y).sum(), zg)
         with torch.no_grad():
             x_next, dual = tv_prox(zg.detach() - step * g, step * lam, PROX_ITERS, dual)
             t_next = _next_t(t)

@@ -32,9 +32,9 @@ def to_fast_layout(x: Tensor) -> Tensor:
     oneDNN computes in a channels-last-like blocked layout: an NCHW tensor is reordered
     on the way into and out of every convolution, forward and backward, and the
     reflection padding, upsampling and activations between them then run on layouts
-    they are slow on. Same maths, values agree to float32
-    rounding. Other dtypes and devices keep NCHW: float64 convolutions do not use
-    oneDNN, and the GPU layout is not measured.
+    they are slow on. Same maths, values agree to float32 rounding. Other dtypes and
+    devices keep NCHW: float64 convolutions do not use oneDNN, and the GPU layout is not
+    measured.
     """
     if x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4:
         # contiguous(memory_format=channels_last) by way of NHWC; unlike it, runs under vmap.

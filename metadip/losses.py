@@ -37,7 +37,7 @@ def fit_losses(
 
     ``first_order``: the caller takes no second derivative, so the operator's
     ``residual_sq`` may give value and gradient in one pass (dense compressive sensing
-    reads its matrix once instead of twice)."""
+    and phase retrieval read their matrix once instead of twice)."""
     fused = first_order and getattr(op, "fused_residual", False) and y.shape[0] == x.shape[0]
     if fused:
         fit = op.residual_sq(x, y) / y[0].numel()

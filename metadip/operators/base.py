@@ -79,9 +79,9 @@ class Operator(nn.Module):
 
     def residual_sq(self, x: Tensor, y: Tensor) -> Tensor:
         """``‖F(x_b) − y_b‖²`` per problem: x ``(B, *in_shape)``, y ``(B, *out_shape)`` ->
-        ``(B,)``. Differentiable once in x (twice here; operators with a fused path, like
-        dense compressive sensing, give first-order gradients only: callers that need
-        second derivatives use ``forward``)."""
+        ``(B,)``. Differentiable once in x (twice here; operators with a fused path, the
+        dense compressive sensing and phase retrieval ones, give first-order gradients
+        only: callers that need second derivatives use ``forward``)."""
         xb, _ = self._split(x, self.in_shape, "x")
         yb, _ = self._split(y, self.out_shape, "y")
         if xb.shape[0] != yb.shape[0]:
@@ -200,16 +200,16 @@ def gram_norm(op: object, like: Tensor, iters: int = 20) -> Tensor:
 def _gram_apply(op: object, v: Tensor) -> Tensor:
     """``AᵀA v`` for a linear operator, ``∇_v ½‖F(v)‖²`` for a non-linear one; both are
     ``∇_v ½‖F(v) − 0‖²``, which an operator with a one-pass residual gives reading A once."""
-    if getattr(op, "fused_residual", False):
-        zeros = v.new_zeros(v.shape[0], *op.out_shape)  # type: ignore[attr-defined]
-        with torch.enable_grad():
-            vg = v.detach().requires_grad_()
-            (g,) = torch.autograd.grad(0.5 * op.residual_sq(vg, zeros).sum(), vg)  # type: ignore[attr-defined]
-        return g
-    if getattr(op, "linear", False):
+    fused = getattr(op, "fused_residual", False)
+    if getattr(op, "linear", False) and not fused:
         with torch.no_grad():
             return op.adjoint(op.forward(v))  # type: ignore[attr-defined]
     with torch.enable_grad():
         vg = v.detach().requires_grad_()
-        (g,) = torch.autograd.grad(0.5 * op.forward(vg).pow(2).sum(), vg)  # type: ignore[attr-defined]
+        if fused:
+            zeros = v.new_zeros(v.shape[0], *op.out_shape)  # type: ignore[attr-defined]
+            energy = op.residual_sq(vg, zeros)  # type: ignore[attr-defined]
+        else:
+            energy = op.forward(vg).pow(2)  # type: ignore[attr-defined]
+        (g,) = torch.autograd.grad(0.5 * energy.sum(), vg)
     return g

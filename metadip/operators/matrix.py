@@ -149,7 +149,7 @@ class _DenseResidualSq(torch.autograd.Function):
         # in the forward is a value, so a second derivative through it would be wrong.
         if torch.is_grad_enabled():
             raise RuntimeError(
-                "residual_sq of dense compressive sensing is differentiable once (its "
+                "residual_sq of a dense matrix operator is differentiable once (its "
                 "gradient comes from the one-pass kernel); for second derivatives "
                 "(create_graph=True) use op.forward"
             )
