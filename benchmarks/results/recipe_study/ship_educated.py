@@ -1,7 +1,8 @@
 """Writes a shipped per-task default from an Educated-DIP training run.
 
     python benchmarks/results/recipe_study/ship_educated.py RUN_DIR --task denoise \\
-        --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors]
+        --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors] \\
+        [--derived-from "metadip/weights/denoise.safetensors at COMMIT"]
 
 The run's init (``init.safetensors``, or ``--init``) gets the fine-tune rule chosen on the
 tuning patches (Adam at ``--lr`` for ``--steps`` steps, constant or decaying to 0 by a
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--init", default="init.safetensors")
+    p.add_argument(
+        "--derived-from",
+        default=None,
+        help="what the run started from, when that file is replaced (e.g. PATH at COMMIT)",
+    )
     args = p.parse_args(argv)
     init = MetaInit.load(args.run / args.init)
     records = [json.loads(s) for s in (args.run / "log.jsonl").read_text().splitlines() if s]
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> Path:
             if "val_meta" in r and r["step"] <= init.metadata["outer_step"]
         ],
     }
+    if args.derived_from:
+        metadata["derived_from"] = args.derived_from
     shipped = replace(init.with_rates(args.lr, args.schedule, args.steps), metadata=metadata)
     return shipped.save(ROOT / "metadip" / "weights" / f"{args.task}.safetensors")
 
