@@ -42,8 +42,12 @@ step it returns and the step it would have stopped at, the oracle (the best iter
 all N, known only with the ground truth) and the fixed-count PSNRs at 50, 100, 300, N.
 A method is fitted once for the largest step count; the PSNR of the image the fit
 would return at each smaller count is read along the way (for an EMA method the
-EMA image is used, so the curve equals separate fits). Rows are appended to
-``rows.jsonl`` (one per method, task, patch); a rerun skips what is there.
+EMA image is used, so the curve equals separate fits). ``--auto`` rows are different:
+every value in them, the fixed counts included, is the raw iterate ``f_θ(z)`` (a callback
+sees no optimizer state), not an EMA method's EMA image, so for ``dip:…:ema`` their 50 /
+100 / 300 / N cells are not those of a separate fit. ``table`` shows, per method, step
+count and patch, the row appended last. Rows are appended to ``rows.jsonl`` (one per
+method, task, patch); a rerun skips what is there.
 """
 
 from __future__ import annotations
