@@ -45,9 +45,10 @@ would return at each smaller count is read along the way (for an EMA method the
 EMA image is used, so the curve equals separate fits). ``--auto`` rows are different:
 every value in them, the fixed counts included, is the raw iterate ``f_θ(z)`` (a callback
 sees no optimizer state), not an EMA method's EMA image, so for ``dip:…:ema`` their 50 /
-100 / 300 / N cells are not those of a separate fit. ``table`` shows, per method, step
-count and patch, the row appended last. Rows are appended to ``rows.jsonl`` (one per
-method, task, patch); a rerun skips what is there.
+100 / 300 / N cells are not those of a separate fit: ``table`` lists them as
+``METHOD@iterate`` (``--ref dip:0.01:ema@iterate --ref-steps 1000``), and otherwise
+shows, per method, step count and patch, the row appended last. Rows are appended to
+``rows.jsonl`` (one per method, task, patch); a rerun skips what is there.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ ALIASES = {
 # A task written "denoise:25@gray" runs on the gray (BT.601) version of each patch.
 GRAY = "@gray"
 GRAY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
+# The label ``table`` gives an --auto row's method (its values are raw iterates).
+ITERATE = "@iterate"
 # Windows whose variance sequences --auto records (VAR_t for the window ending at t).
 WINDOWS = (10, 25, 50, 100)
 # Crops flatter than this (sky, walls) are redrawn: they say little about a prior.
@@ -380,8 +383,10 @@ def cmd_table(args: argparse.Namespace) -> None:
         cells: dict[tuple[str, str], dict[str, float]] = {}
         for r in rows:
             if r["task"] == task:
+                # An --auto row's values are raw iterates, not the method's returned image.
+                method = r["method"] + (ITERATE if "ran" in r else "")
                 for n, v in r["psnr"].items():
-                    cells.setdefault((r["method"], n), {})[r["patch"]] = v
+                    cells.setdefault((method, n), {})[r["patch"]] = v
         ref = cells.get((args.ref, args.ref_steps), {}) if args.ref else {}
         emit(f"\n### {task}\n")
         head = "| method | steps | patches | PSNR mean ± s.e. |"
