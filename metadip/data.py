@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from metadip.operators import Operator
-from metadip.tasks import check_mixture, make_operator
+from metadip.tasks import TRAIN_SR_FACTORS, check_mixture, make_operator
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -215,7 +215,9 @@ class TaskSampler:
     """Builds meta-training tasks ``(x, op, y)`` from clean patches.
 
     ``tasks``: ``name -> probability`` over ``"denoise"``, ``"cs"``, ``"pr"``,
-    ``"inpaint"``, ``"blur"`` (the evaluation's 9×9 Gaussian kernel of std 2);
+    ``"inpaint"``, ``"blur"`` (the evaluation's 9×9 Gaussian kernel of std 2), ``"sr"``
+    (box downsampling by a factor drawn from ``TRAIN_SR_FACTORS``; the patch size must be
+    a multiple of each);
     ``sigma``: noise std range on the 0-255 scale, drawn uniformly per task;
     ``ratio``: m/n range for cs / pr, the observed fraction for inpaint (a fresh
     random-pixel mask per task). Random operators get a seed drawn from the
@@ -251,11 +253,18 @@ class TaskSampler:
         sigma = self._uniform(*self.sigma, generator) / 255.0
         ratio = self._uniform(*self.ratio, generator)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        factor = 2
+        if name == "sr":  # drawn for sr only, so other mixtures keep their task stream
+            factor = TRAIN_SR_FACTORS[
+                int(torch.randint(0, len(TRAIN_SR_FACTORS), (1,), generator=generator))
+            ]
         key = (name, tuple(x.shape))
         if shared is not None and name in MATRIX_TASKS and key in shared:
             op = shared[key]
         else:
-            op = make_operator(name, tuple(x.shape), sigma=sigma, ratio=ratio, seed=seed)
+            op = make_operator(
+                name, tuple(x.shape), sigma=sigma, ratio=ratio, seed=seed, factor=factor
+            )
             op = op.to(dtype=x.dtype)
             if shared is not None and name in MATRIX_TASKS:
                 shared[key] = op

@@ -111,9 +111,10 @@ def tv_estimate(
     op: Any, y: Tensor, weight: float = 1.0, iters: int = 50, progress: bool = False
 ) -> Tensor:
     """``argmin_{x∈[0,1]} ½‖F(x) − y‖² + λ TV(x)`` by ``iters`` FISTA steps from
-    ``op.estimate_start(y)`` (``clamp(Aᵀy)`` for a linear operator ``F = A``): y
-    ``(B, *out_shape)`` -> ``(B, C, H, W)``. Per problem ``λ = weight · max(σ, 1/255)``
-    (σ the operator's noise std) and step ``s = 1 / (1.1‖AᵀA‖)`` (``operators.gram_norm``);
+    ``op.estimate_start(y)`` (``clamp(A⁺y)``, else ``clamp(Aᵀy)``, for a linear operator
+    ``F = A``): y ``(B, *out_shape)`` -> ``(B, C, H, W)``. Per problem
+    ``λ = weight · max(σ, 1/255)`` (σ the operator's noise std) and step
+    ``s = 1 / (1.1‖AᵀA‖)`` (``operators.gram_norm``);
     each step is a gradient step on the data term, then the exact prox of ``sλ TV`` with
     the box (``tv_prox``, ``PROX_ITERS`` warm-started dual steps). For phase retrieval
     ``F(x) = |Ax|`` this is TV-regularized amplitude flow from a constant image, a

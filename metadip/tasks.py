@@ -21,6 +21,7 @@ from metadip.operators import (
 __all__ = [
     "DEFAULT_TASKS",
     "TASKS",
+    "TRAIN_SR_FACTORS",
     "TRAIN_TASKS",
     "TaskSpec",
     "check_mixture",
@@ -32,7 +33,8 @@ __all__ = [
 
 TASKS = ("denoise", "cs", "pr", "inpaint", "blur", "sr")
 # What meta-training and Educated-DIP pretraining can sample.
-TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint", "blur")
+TRAIN_TASKS = ("denoise", "cs", "pr", "inpaint", "blur", "sr")
+TRAIN_SR_FACTORS = (2, 4)  # super-resolution factors training draws from, uniformly
 DEFAULT_TASKS = (
     "denoise:15",
     "denoise:25",
@@ -45,6 +47,7 @@ DEFAULT_TASKS = (
 )
 MEASUREMENT_SIGMA = 25.0  # σ of cs / pr / inpaint / blur, on the 0-255 scale (the paper's)
 INPAINT_RATIO = 0.5  # observed fraction for the extra inpainting row
+SR_FACTOR = 2  # super-resolution factor of a bare ``sr`` (the CLI's default)
 
 
 def make_operator(
@@ -90,7 +93,8 @@ class TaskSpec:
 
     ``sigma`` is on the 0-255 scale; ``ratio`` is m/n (cs, pr) or the observed
     fraction (inpaint); ``box``: ``inpaint:box`` misses the centre ninth of the image
-    (a block, the hard case for a prior) instead of random pixels.
+    (a block, the hard case for a prior) instead of random pixels; ``factor`` is the
+    super-resolution factor (``sr:4``).
     """
 
     spec: str
@@ -98,6 +102,7 @@ class TaskSpec:
     sigma: float
     ratio: float
     box: str | None = None
+    factor: int = SR_FACTOR
 
     @property
     def family(self) -> str:
@@ -110,13 +115,14 @@ class TaskSpec:
             sigma=self.sigma / 255,
             ratio=self.ratio,
             seed=seed,
+            factor=self.factor,
             box=self.box,
         )
 
 
 def parse_task(spec: str) -> TaskSpec:
     """``denoise:SIGMA``, ``cs:RATIO``, ``pr:RATIO``, ``inpaint[:RATIO]``, ``inpaint:box``,
-    ``blur``."""
+    ``blur``, ``sr[:FACTOR]`` (σ = 25 on the low-resolution image for all but denoising)."""
     name, _, arg = spec.partition(":")
     if name == "inpaint" and arg == "box":
         return TaskSpec(spec, name, MEASUREMENT_SIGMA, 1 - (1 / 3) ** 2, box="center")
@@ -139,9 +145,14 @@ def parse_task(spec: str) -> TaskSpec:
         return TaskSpec(spec, name, MEASUREMENT_SIGMA, ratio)
     if name == "blur" and value is None:
         return TaskSpec(spec, name, MEASUREMENT_SIGMA, 1.0)
+    if name == "sr":
+        factor = SR_FACTOR if value is None else value
+        if factor != int(factor) or factor < 2:
+            raise ValueError(f"task {spec!r}: write sr:FACTOR with an integer FACTOR >= 2")
+        return TaskSpec(spec, name, MEASUREMENT_SIGMA, 1.0, factor=int(factor))
     raise ValueError(
         f"unknown task {spec!r}; expected one of denoise:SIGMA, cs:RATIO, pr:RATIO, "
-        "inpaint[:RATIO], inpaint:box, blur (e.g. " + ", ".join(DEFAULT_TASKS) + ")"
+        "inpaint[:RATIO], inpaint:box, blur, sr[:FACTOR] (e.g. " + ", ".join(DEFAULT_TASKS) + ")"
     )
 
 

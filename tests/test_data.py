@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from metadip.data import (
@@ -16,6 +17,7 @@ from metadip.data import (
     split_files,
 )
 from metadip.operators import CompressiveSensing, Denoise, PhaseRetrieval
+from metadip.tasks import TRAIN_SR_FACTORS
 
 
 def _folder(tmp_path, n: int = 6, size: tuple[int, int] = (40, 50)):
@@ -122,6 +124,15 @@ def test_task_sampler_mix_and_measurements():
         assert 10 / 255 - 1e-9 <= op.sigma <= 30 / 255 + 1e-9
     again = ts.sample(torch.cat([x] * 5), torch.Generator().manual_seed(0))
     assert all(torch.equal(a[2], b[2]) for a, b in zip(tasks, again, strict=True))
+
+
+def test_task_sampler_super_resolution_factors():
+    x = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    tasks = TaskSampler({"sr": 1}).sample(x, torch.Generator().manual_seed(0))
+    assert {op.factor for _, op, _ in tasks} == set(TRAIN_SR_FACTORS)
+    for xi, op, y in tasks:
+        assert tuple(y.shape) == (3, 16 // op.factor, 16 // op.factor)
+        assert torch.allclose(op.forward(xi), F.avg_pool2d(xi, op.factor))
 
 
 def test_task_sampler_errors():

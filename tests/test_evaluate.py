@@ -64,7 +64,10 @@ def test_parse_task():
     mask = box.operator((1, 9, 9), seed=0).mask
     # The centre ninth is missing, every other pixel observed, as the stated ratio says.
     assert mask[3:6, 3:6].sum() == 0 and mask.sum() == 72 and box.ratio == pytest.approx(8 / 9)
-    for bad in ("denoise", "cs:2", "cs:abc", "sr:2", "blur:3"):
+    sr = evaluate.parse_task("sr:4")
+    assert (sr.factor, sr.operator((3, 8, 8), seed=0).out_shape) == (4, (3, 2, 2))
+    assert evaluate.parse_task("sr").factor == evaluate.SR_FACTOR
+    for bad in ("denoise", "cs:2", "cs:abc", "sr:1", "sr:2.5", "blur:3"):
         with pytest.raises(ValueError, match="task"):
             evaluate.parse_task(bad)
 

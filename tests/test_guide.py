@@ -10,11 +10,13 @@ import torch
 from metadip.guide import _grad_adjoint, guide_input, tv_estimate, tv_prox
 from metadip.netconfig import NetConfig
 from metadip.operators import (
+    Blur,
     CompressiveSensing,
     Denoise,
     Operator,
     PhaseRetrieval,
     Stacked,
+    SuperResolution,
     gram_norm,
 )
 from metadip.reference import tv_ref
@@ -192,3 +194,16 @@ def test_config_validates_the_guide():
         NetConfig(input="image", guide="tv", guide_weight=-1.0)
     config = NetConfig(input="image", guide="tv", guide_iters=7, guide_weight=0.5)
     assert NetConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_linear_start_is_the_pseudo_inverse_where_there_is_one():
+    x = _image(16, (3, 12, 16))
+    sr = SuperResolution(x.shape, 4, 0.0).to(F64)
+    y = sr.forward(x)[None]
+    # Aᵀy is a sixteenth of the image's brightness; A⁺y (block replication) keeps it.
+    torch.testing.assert_close(sr.estimate_start(y), sr.A_dagger(y).clamp(0, 1))
+    assert sr.estimate_start(y).mean() == pytest.approx(float(x.mean()), rel=1e-9)
+    # Without a pseudo-inverse the start stays the clamped adjoint.
+    blur = Blur(x.shape, kernel_size=5, kernel_sigma=1.0).to(F64)
+    yb = blur.forward(x)[None]
+    torch.testing.assert_close(blur.estimate_start(yb), blur.adjoint(yb).clamp(0, 1))

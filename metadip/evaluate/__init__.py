@@ -13,13 +13,14 @@ from metadip.evaluate.methods import CURVE_STEPS, METHODS, EvalConfig, NotApplic
 from metadip.evaluate.problems import cell_seed, input_view, load_patches
 from metadip.evaluate.report import COLORS, plot_convergence, write_grid, write_table
 from metadip.evaluate.run import read_rows, run_eval
-from metadip.tasks import DEFAULT_TASKS, INPAINT_RATIO, TaskSpec, parse_task
+from metadip.tasks import DEFAULT_TASKS, INPAINT_RATIO, SR_FACTOR, TaskSpec, parse_task
 
 __all__ = [
     "COLORS",
     "CURVE_STEPS",
     "DEFAULT_TASKS",
     "INPAINT_RATIO",
+    "SR_FACTOR",
     "METHODS",
     "EvalConfig",
     "NotApplicable",

@@ -137,8 +137,9 @@ class Operator(nn.Module):
 
     def estimate_start(self, y: Tensor) -> Tensor:
         """A crude image for ``y`` where an iterative solver starts,
-        ``(*, *out_shape) -> (*, *in_shape)`` in [0, 1]: ``clamp(Aᵀy, 0, 1)`` for a linear
-        operator; a non-linear one says its own (``PhaseRetrieval``: a constant image)."""
+        ``(*, *out_shape) -> (*, *in_shape)`` in [0, 1]: ``clamp(A⁺y, 0, 1)`` for a linear
+        operator with a cheap pseudo-inverse, else ``clamp(Aᵀy, 0, 1)``; a non-linear one
+        says its own (``PhaseRetrieval``: a constant image)."""
         yb, single = self._split(y, self.out_shape, "y")
         x = self._start(yb)
         return x[0] if single else x
@@ -149,6 +150,10 @@ class Operator(nn.Module):
                 f"{type(self).__name__} is not linear and has no start estimate for an "
                 "iterative solver"
             )
+        # Aᵀy can be far off in scale (super-resolution's is 1/factor² of the image), which
+        # a solver of a few dozen steps never makes up; A⁺y is the right brightness.
+        if type(self)._dagger is not Operator._dagger:
+            return self._dagger(y).clamp(0, 1)
         return self._adjoint(y).clamp(0, 1)
 
     def _forward(self, x: Tensor) -> Tensor:
