@@ -34,7 +34,8 @@ METHOD is one of
   ``bm3d``                     BM3D (denoising only)
   ``noisy``                    the noisy input itself (denoising only)
 TASK is a ``metadip eval`` task (``denoise:25``, ``cs:0.25``, ``pr:0.25`` ...), with
-``@gray`` appended for the 1-channel (BT.601) version of each patch.
+``@gray`` appended for the 1-channel (BT.601) version of each patch, or ``custom:NAME``,
+an operator of ``study_ops.py`` that metadip sees as a user's own (``task = "custom"``).
 ``--auto N`` measures ``steps="auto", max_steps=N``: it fits N steps and replays the
 stopping rule ``reconstruct`` uses (``metadip.stopping``, the same window and patience)
 on the iterates, so one run gives the PSNR of the image ``steps="auto"`` returns, the
@@ -77,6 +78,10 @@ from metadip.inner import output, prepare
 from metadip.loop import StepInfo
 from metadip.metrics import PsnrTrack, psnr
 from metadip.stopping import watcher_for
+from metadip.tasks import MEASUREMENT_SIGMA, TaskSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_ops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "recipe_study"
@@ -148,10 +153,12 @@ def read_list(name: str) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def _method_init(method: str, channels: int, seed: int, task: str) -> MetaInit:
+def _method_init(
+    method: str, channels: int, seed: int, task: str, linear: bool = False
+) -> MetaInit:
     method = ALIASES.get(method, method)
     if method in ("default", "decoder"):
-        return load_init(method, channels, seed=seed, task=task)
+        return load_init(method, channels, seed=seed, task=task, linear=linear)
     if method.startswith("init:"):
         parts = method[5:].split(":")
         init = MetaInit.load(parts[0])
@@ -204,9 +211,14 @@ def problem(task: str, x: torch.Tensor, patch: str) -> tuple:
     task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
     if gray:
         x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
-    spec = parse_task(task)
-    seed = cell_seed(patch, spec.spec)
-    op = spec.operator(x.shape, seed)
+    if task.startswith(study_ops.PREFIX):
+        spec = TaskSpec(task, "custom", MEASUREMENT_SIGMA, 1.0)
+        seed = cell_seed(patch, spec.spec)
+        op = study_ops.custom_operator(task, x.shape, seed)
+    else:
+        spec = parse_task(task)
+        seed = cell_seed(patch, spec.spec)
+        op = spec.operator(x.shape, seed)
     return spec, seed, x, op, op.measure(x, torch.Generator().manual_seed(seed))
 
 
@@ -225,7 +237,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
         weight = float(method[3:])
         curve = {str(n): psnr(tv_estimate(op, y[None], weight, n)[0], x) for n in steps}
         return {"psnr": curve, "seconds": time.perf_counter() - t0}
-    init = _method_init(method, x.shape[0], 0, op.task)
+    init = _method_init(method, x.shape[0], 0, op.task, op.linear)
     curve: dict[str, float] = {}
     if 0 in steps:  # the initialization's own image, before any step
         guide = guide_input(init.config, op, y[None]) if init.config.guided else None
@@ -252,7 +264,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
 def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int) -> dict:
     """A ``max_steps`` fit watched by ``steps="auto"``'s rule (module docstring)."""
     spec, _, x, op, y = problem(task, x, patch)
-    init = _method_init(method, x.shape[0], 0, op.task)
+    init = _method_init(method, x.shape[0], 0, op.task, op.linear)
     watcher = watcher_for(op, 1, max_steps)  # the rule reconstruct(steps="auto") uses
     curve: list[float] = []
     ran = [max_steps]

@@ -110,7 +110,9 @@ def reconstruct(
     item), an object with ``.A``/``.A_adjoint`` (deepinv Physics) or a callable;
     the last two need ``in_shape=(C, H, W)``.
     init: ``"default"`` (the shipped init for ``op.task``: Educated DIP + SURE for
-    denoising and for inpainting, the meta-learned MetaDIP init otherwise),
+    denoising and for inpainting; for CS, phase retrieval, deblurring and every other
+    linear operator a pretrained denoiser reading a TV-regularized estimate of the image;
+    the meta-learned MetaDIP init for a non-linear operator of any other task),
     ``"random"`` (vanilla DIP: Adam, jitter, EMA), ``"decoder"`` (the vanilla Deep
     Decoder: image sizes a multiple of 32), a file path or a ``MetaInit`` (one with a
     classical solver, ``metadip.classical``, runs it after the network). A 3-channel
@@ -186,7 +188,7 @@ def reconstruct(
         )
     use_graph = False if auto or samples > 1 or steps == 0 else _use_graph(graph, dev, callback)
     op_dev = moved(op, dev, dtype)
-    meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task)
+    meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task, linear=op.linear)
     meta = meta.to(device=dev, dtype=dtype)
     if meta.config.guided:
         check_guide_operator(meta.config, op)
@@ -315,7 +317,7 @@ def reconstruct(
         seconds=seconds,
         device=dev,
         restored=restored,
-        init=_describe(init, meta, op.task, op.in_shape[0]),
+        init=_describe(init, meta, op),
         graph=use_graph,
         stopped_at=stopped_at,
         std=None if std is None else back(std),
@@ -374,9 +376,9 @@ def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepI
     return call
 
 
-def _describe(init: Any, meta: MetaInit, task: str, channels: int) -> str:
+def _describe(init: Any, meta: MetaInit, op: Operator) -> str:
     if isinstance(init, MetaInit):
         return str(meta.metadata.get("source", "MetaInit"))
     if init == "default":
-        return f"default ({default_init_path(task, channels).name})"
+        return f"default ({default_init_path(op.task, op.in_shape[0], op.linear).name})"
     return str(init)

@@ -29,6 +29,7 @@ from metadip.rules import RULES as UPDATE_RULES
 __all__ = [
     "DEFAULT_INIT_NAME",
     "GRAY_DEFAULTS",
+    "LINEAR_DEFAULT_NAME",
     "TASK_DEFAULTS",
     "MetaInit",
     "default_init_path",
@@ -45,7 +46,12 @@ TASK_DEFAULTS: dict[str, str] = {
     "cs": "cs.safetensors",
     "blur": "blur.safetensors",
     "pr": "pr.safetensors",
+    "sr": "sr.safetensors",
 }
+# Linear operators of every other task (super-resolution, a user's own) take this one: a
+# denoiser reading the TV-regularized least-squares estimate, which needs only A and Aᵀ.
+# Non-linear ones without a file of their own take DEFAULT_INIT_NAME.
+LINEAR_DEFAULT_NAME = "linear.safetensors"
 # Tasks whose 1-channel problems get a file of their own (the same network at a lower
 # rate: on gray images the colour files' fits give back quality from 50 to 100 steps).
 GRAY_DEFAULTS: dict[str, str] = {"cs": "cs_gray.safetensors", "pr": "pr_gray.safetensors"}
@@ -336,11 +342,15 @@ class MetaInit:
         return init.to(device) if device is not None else init
 
 
-def default_init_path(task: str | None = None, channels: int | None = None) -> Path:
+def default_init_path(
+    task: str | None = None, channels: int | None = None, linear: bool = False
+) -> Path:
     """Where the shipped default initialization for an operator's ``task`` lives (it may
     not exist): for 1-channel problems its gray file when ``GRAY_DEFAULTS`` has one, else
-    its own file when ``TASK_DEFAULTS`` has one, else the general default."""
-    name = TASK_DEFAULTS.get(task or "", DEFAULT_INIT_NAME)
+    its own file when ``TASK_DEFAULTS`` has one, else for a ``linear`` operator the TV-start
+    file ``LINEAR_DEFAULT_NAME``, else the general (MetaDIP) default."""
+    other = LINEAR_DEFAULT_NAME if linear else DEFAULT_INIT_NAME
+    name = TASK_DEFAULTS.get(task or "", other)
     if channels == 1:
         name = GRAY_DEFAULTS.get(task or "", name)
     return Path(str(resources.files("metadip") / "weights" / name))
@@ -351,9 +361,10 @@ def load_init(
     channels: int | None = None,
     seed: int = 0,
     task: str | None = None,
+    linear: bool = False,
 ) -> MetaInit:
-    """Resolves ``"default"`` (the shipped init for ``task`` and ``channels``, see
-    ``default_init_path``),
+    """Resolves ``"default"`` (the shipped init for ``task``, ``channels`` and a ``linear``
+    operator, see ``default_init_path``),
     ``"random"`` (vanilla DIP with weights from ``seed``; needs ``channels``), ``"decoder"``
     (the vanilla Deep Decoder, likewise), a path or a MetaInit."""
     if isinstance(name_or_path, MetaInit):
@@ -375,7 +386,7 @@ def load_init(
             **DECODER,
         )
     if name_or_path == "default":
-        path = default_init_path(task, channels)
+        path = default_init_path(task, channels, linear)
         if not path.is_file():
             raise FileNotFoundError(
                 "no trained default initialization is installed with this copy of metadip "

@@ -268,7 +268,7 @@ def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path,
 def test_missing_default_init_is_recorded(images, tmp_path, monkeypatch):
     monkeypatch.setattr(
         "metadip.init.default_init_path",
-        lambda task=None, channels=None: tmp_path / "nowhere" / "default.safetensors",
+        lambda task=None, channels=None, linear=False: tmp_path / "nowhere" / "default.safetensors",
     )
     cfg = _cfg(images, tmp_path, "default", methods=["metadip"], tasks=["denoise:25"], patches=1)
     (row,) = evaluate.run_eval(cfg, log=lambda m: None)

@@ -90,7 +90,7 @@ def test_shipped_default_loads_with_its_provenance():
 def test_missing_default_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(
         "metadip.init.default_init_path",
-        lambda task=None, channels=None: tmp_path / "none.safetensors",
+        lambda task=None, channels=None, linear=False: tmp_path / "none.safetensors",
     )
     with pytest.raises(FileNotFoundError, match="init='random'"):
         load_init("default")
@@ -159,7 +159,11 @@ def test_log_lr_shape_is_validated():
 def test_default_resolves_per_operator_task(monkeypatch):
     monkeypatch.setattr("metadip.init.TASK_DEFAULTS", {"denoise": "special.safetensors"})
     assert default_init_path("denoise").name == "special.safetensors"
+    assert default_init_path("denoise", linear=True).name == "special.safetensors"
     assert default_init_path("cs").name == default_init_path().name == "default.safetensors"
+    # A linear operator of a task with no file of its own takes the TV-start file.
+    assert default_init_path("custom", 3, linear=True).name == "linear.safetensors"
+    assert default_init_path("custom", 1, linear=True).name == "linear.safetensors"
 
 
 @pytest.mark.parametrize("task", ["denoise", "inpaint"])
@@ -201,15 +205,21 @@ EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safete
         ("pr", 3, "pr", 0.3, 0.1, EDUCATED_TV),
         # Gray PR: a tenth of PR's rate (its fit only loses at the full rate).
         ("pr", 1, "pr_gray", 0.3, 0.01, EDUCATED_TV),
+        ("sr", 3, "sr", 0.3, 0.03, EDUCATED_TV),
+        ("sr", 1, "sr", 0.3, 0.03, EDUCATED_TV),
+        # Every other linear operator (a user's own): a heavier TV, which no operator of
+        # the study turns into a noise-amplifying start.
+        ("custom", 3, "linear", 0.5, 0.1, EDUCATED_TV),
+        ("custom", 1, "linear", 0.5, 0.1, EDUCATED_TV),
     ],
 )
 def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(
     task, channels, name, weight, rate_scale, source
 ):
-    ours = load_init("default", channels=channels, task=task)
+    ours = load_init("default", channels=channels, task=task, linear=True)
     den = load_init("default", task="denoise")
     src = MetaInit.load(ROOT / source)
-    assert default_init_path(task, channels).name == f"{name}.safetensors"
+    assert default_init_path(task, channels, linear=True).name == f"{name}.safetensors"
     assert ours.config == dataclasses.replace(
         den.config, guide="tv", guide_iters=50, guide_weight=weight
     )
@@ -220,7 +230,8 @@ def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(
         assert torch.equal(ours.weights[k], src.weights[k]), k
     torch.testing.assert_close(ours.log_lr, den.log_lr + math.log(rate_scale))
     assert ours.metadata["derived_from"] == source
-    assert ours.metadata["shipped_for"] == task and ours.metadata["rate_scale"] == rate_scale
+    assert ours.metadata["shipped_for"] == (task if task != "custom" else "linear")
+    assert ours.metadata["rate_scale"] == rate_scale
 
 
 def test_saved_file_follows_the_umask(tmp_path):

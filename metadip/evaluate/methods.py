@@ -189,13 +189,13 @@ class Runner:
         return self._fit(x, op, y, seed, self.cfg.init, self.cfg.steps, warmup)
 
     def _educated(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
-        from metadip.init import TASK_DEFAULTS, MetaInit, default_init_path
+        from metadip.init import MetaInit, default_init_path
 
         path = self.cfg.educated_init
         if path is None:
-            path = str(default_init_path(spec.task, op.in_shape[0]))
-            init = MetaInit.load(path) if spec.task in TASK_DEFAULTS else None
-            if init is None or not init.config.guided:
+            path = str(default_init_path(spec.task, op.in_shape[0], op.linear))
+            init = MetaInit.load(path)
+            if not init.config.guided:
                 raise NotApplicable(
                     f"no Educated-DIP init ships for {spec.task}; pass --educated-init PATH "
                     "(from `metadip train --method educated`)"

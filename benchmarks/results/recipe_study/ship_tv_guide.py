@@ -6,6 +6,14 @@ TV-regularized least-squares estimate instead of Aᵀy (``guide="tv"``).
     python benchmarks/results/recipe_study/ship_tv_guide.py --task pr --weight 0.3
     python benchmarks/results/recipe_study/ship_tv_guide.py --task cs \
         --source benchmarks/results/educated_tv/init.safetensors --out CANDIDATE
+    S=benchmarks/results/recipe_study/inits/educated_tv_step1000.safetensors
+    python benchmarks/results/recipe_study/ship_tv_guide.py --task sr --weight 0.3 \
+        --rate-scale 0.1 --source $S
+    python benchmarks/results/recipe_study/ship_tv_guide.py --task linear --weight 0.5 \
+        --rate-scale 0.1 --source $S
+
+``--task linear`` writes ``linear.safetensors``, the file of every linear operator whose
+task has none of its own (``metadip.init.LINEAR_DEFAULT_NAME``).
 
 The shipped denoiser (``metadip/weights/denoise.safetensors``: Educated DIP, residual, a
 noise-level channel) gets ``NetConfig(guide="tv", guide_iters, guide_weight)`` and the
@@ -30,6 +38,12 @@ from pathlib import Path
 from metadip.init import MetaInit
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def _what(task: str) -> str:
+    if task == "linear":
+        return "linear operators without a file of their own"
+    return f"task {task!r}"
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -63,7 +77,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     metadata = {
         **init.metadata,
-        "source": f"metadip default init for task {args.task!r} (Educated DIP on a TV start)",
+        "source": f"metadip default init for {_what(args.task)} (Educated DIP on a TV start)",
         "fine_tune": fine_tune,
         "shipped_for": args.task,
         "derived_from": args.source.as_posix(),
