@@ -192,6 +192,9 @@ DENOISER = "benchmarks/results/recipe_study/inits/educated_denoise_step18000.saf
 # CS and PR read the denoiser pretrained further on TV starts (configs/educated_tv.toml, step
 # 1000).
 EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safetensors"
+# Super-resolution reads that network trained further with super-resolution in the mixture
+# (configs/educated_tv_sr.toml, step 3000).
+EDUCATED_TV_SR = "benchmarks/results/recipe_study/inits/educated_tv_sr_step3000.safetensors"
 
 
 @pytest.mark.parametrize(
@@ -205,8 +208,8 @@ EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safete
         ("pr", 3, "pr", 0.3, 0.1, EDUCATED_TV),
         # Gray PR: a tenth of PR's rate (its fit only loses at the full rate).
         ("pr", 1, "pr_gray", 0.3, 0.01, EDUCATED_TV),
-        ("sr", 3, "sr", 0.3, 0.03, EDUCATED_TV),
-        ("sr", 1, "sr", 0.3, 0.03, EDUCATED_TV),
+        ("sr", 3, "sr", 0.3, 0.03, EDUCATED_TV_SR),
+        ("sr", 1, "sr", 0.3, 0.03, EDUCATED_TV_SR),
         # Every other linear operator (a user's own): a heavier TV, which no operator of
         # the study turns into a noise-amplifying start.
         ("custom", 3, "linear", 0.5, 0.1, EDUCATED_TV),
