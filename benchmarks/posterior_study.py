@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             done.add((r["method"], r["task"], r["patch"], r["samples"], r["steps"]))
     for patch, x in read_list(args.list)[: args.patches]:
         spec, seed, x, op, y = problem(args.task, x, patch)
-        init = _method_init(args.method, x.shape[0], 0, spec.task, op.linear)
+        init = _method_init(args.method, op)
         steps = args.steps or init.steps
         if (args.method, args.task, patch, args.samples, steps) in done:
             continue
@@ -96,7 +96,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     patch, x = read_list(args.list)[0]
     spec, seed, x, op, y = problem(args.task, x, patch)
-    init = _method_init(args.method, x.shape[0], 0, spec.task, op.linear)
+    init = _method_init(args.method, op)
     a = torch.randn(1024, 1024)
     start = time.perf_counter()
     for _ in range(10):

@@ -77,6 +77,7 @@ from metadip.init import MetaInit, load_init
 from metadip.inner import output, prepare
 from metadip.loop import StepInfo
 from metadip.metrics import PsnrTrack, psnr
+from metadip.operators import Operator
 from metadip.stopping import watcher_for
 from metadip.tasks import MEASUREMENT_SIGMA, TaskSpec
 
@@ -153,12 +154,13 @@ def read_list(name: str) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def _method_init(
-    method: str, channels: int, seed: int, task: str, linear: bool = False
-) -> MetaInit:
+def _method_init(method: str, op: Operator, seed: int = 0) -> MetaInit:
+    """The init ``method`` names for problems of operator ``op`` (its channels, task and
+    linearity pick ``default``)."""
     method = ALIASES.get(method, method)
+    channels = op.in_shape[0]
     if method in ("default", "decoder"):
-        return load_init(method, channels, seed=seed, task=task, linear=linear)
+        return load_init(method, channels, seed=seed, task=op.task, linear=op.linear)
     if method.startswith("init:"):
         parts = method[5:].split(":")
         init = MetaInit.load(parts[0])
@@ -211,14 +213,10 @@ def problem(task: str, x: torch.Tensor, patch: str) -> tuple:
     task, gray = (task[: -len(GRAY)], True) if task.endswith(GRAY) else (task, False)
     if gray:
         x = (GRAY_WEIGHTS.view(3, 1, 1) * x).sum(dim=0, keepdim=True)
-    if task.startswith(study_ops.PREFIX):
-        spec = TaskSpec(task, "custom", MEASUREMENT_SIGMA, 1.0)
-        seed = cell_seed(patch, spec.spec)
-        op = study_ops.custom_operator(task, x.shape, seed)
-    else:
-        spec = parse_task(task)
-        seed = cell_seed(patch, spec.spec)
-        op = spec.operator(x.shape, seed)
+    custom = task.startswith(study_ops.PREFIX)
+    spec = TaskSpec(task, "custom", MEASUREMENT_SIGMA, 1.0) if custom else parse_task(task)
+    seed = cell_seed(patch, spec.spec)
+    op = study_ops.custom_operator(task, x.shape, seed) if custom else spec.operator(x.shape, seed)
     return spec, seed, x, op, op.measure(x, torch.Generator().manual_seed(seed))
 
 
@@ -237,7 +235,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
         weight = float(method[3:])
         curve = {str(n): psnr(tv_estimate(op, y[None], weight, n)[0], x) for n in steps}
         return {"psnr": curve, "seconds": time.perf_counter() - t0}
-    init = _method_init(method, x.shape[0], 0, op.task, op.linear)
+    init = _method_init(method, op)
     curve: dict[str, float] = {}
     if 0 in steps:  # the initialization's own image, before any step
         guide = guide_input(init.config, op, y[None]) if init.config.guided else None
@@ -264,7 +262,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
 def run_auto(method: str, task: str, x: torch.Tensor, patch: str, max_steps: int) -> dict:
     """A ``max_steps`` fit watched by ``steps="auto"``'s rule (module docstring)."""
     spec, _, x, op, y = problem(task, x, patch)
-    init = _method_init(method, x.shape[0], 0, op.task, op.linear)
+    init = _method_init(method, op)
     watcher = watcher_for(op, 1, max_steps)  # the rule reconstruct(steps="auto") uses
     curve: list[float] = []
     ran = [max_steps]
