@@ -76,11 +76,18 @@ def randn(*shape: int, seed: int, dtype=torch.float64, device="cpu") -> torch.Te
 
 
 def close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
-    """Asserts agreement with the float64 reference at the precision of dtype."""
+    """Asserts agreement with the float64 reference at the precision of dtype: elementwise,
+    with the absolute tolerance in units of the reference's RMS (an element that cancels
+    to near 0 keeps the rounding of the terms it was summed from), and as a whole,
+    ‖got − want‖ ≤ tol · ‖want‖."""
     assert got.shape == want.shape, (got.shape, want.shape)
     assert torch.isfinite(got).all(), "non-finite output (an unwritten or NaN element)"
-    tol = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-5, 2e-5)}[dtype]
-    torch.testing.assert_close(got.double().cpu(), want.double().cpu(), rtol=tol[0], atol=tol[1])
+    rtol, atol = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-5, 2e-5)}[dtype]
+    got, want = got.double().cpu(), want.double().cpu()
+    rms = float(want.square().mean().sqrt()) if want.numel() else 0.0
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol * max(1.0, rms))
+    err, norm = float((got - want).norm()), float(want.norm())
+    assert err <= rtol * max(norm, 1e-30) or err <= atol, f"relative error {err / norm:.2e}"
 
 
 def seeded_linear(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -311,3 +312,24 @@ def test_classical_solver_options_are_checked(images, tmp_path, capsys):
         TrainConfig(method="educated", solver="gd", solver_iters=1)
     assert main(_args(images, tmp_path / "bad", solver="admm")) == 2
     assert "solver must be one of" in capsys.readouterr().err
+
+
+def test_meta_gradient_clipping_survives_float32_overflow_of_the_norm():
+    from metadip.train.maml import clip_meta_gradient
+
+    big = {"a": torch.full((4,), 1e20), "b": torch.full((9,), -1e20)}
+    # float32's own norm overflows here, and torch's clipping would zero the step.
+    assert not torch.isfinite(torch.linalg.vector_norm(big["a"]))
+    clipped, norm = clip_meta_gradient(big, 1.0)
+    assert norm == pytest.approx(1e20 * 13**0.5, rel=1e-6)
+    total = torch.cat([g.double() for g in clipped.values()]).norm()
+    assert float(total) == pytest.approx(1.0, rel=1e-5)
+    assert torch.equal(clipped["a"].sign(), big["a"].sign())
+
+    small = {"a": torch.tensor([0.3, -0.4])}
+    same, norm = clip_meta_gradient(small, 1.0)
+    assert norm == pytest.approx(0.5) and same["a"] is small["a"]
+    assert clip_meta_gradient(big, 0.0)[0]["a"] is big["a"]  # 0: unclipped
+
+    bad = {"a": torch.tensor([1.0, float("inf")])}
+    assert not math.isfinite(clip_meta_gradient(bad, 1.0)[1])

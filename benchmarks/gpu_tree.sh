@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Slims the tree a GPU call carries to what the GPU scripts need, and restores it.
+#
+#   bash benchmarks/gpu_tree.sh slim      # before the device calls
+#   bash benchmarks/gpu_tree.sh restore   # right after them
+#
+# A device call carries the tracked files (and untracked ones git does not ignore), at most
+# 64 MiB with what it carries besides (.gpudata: ~34 MiB of training photos). The committed
+# training results are larger than that on their own, and no GPU script reads them: slim
+# untracks benchmarks/results in the index only (the files stay on disk, and ignored
+# through .git/info/exclude) except the inits the tests load, the GPU results and the
+# paper-size run's checkpoint, which train_gpu.sh resumes. restore resets the index to
+# HEAD and drops the exclusions. Nothing is committed or deleted either way.
+set -eu
+cd "$(git rev-parse --show-toplevel)"
+EXCLUDE=.git/info/exclude
+BEGIN="# gpu_tree.sh: begin" END="# gpu_tree.sh: end"
+KEEP=(benchmarks/results/gpu benchmarks/results/recipe_study/inits benchmarks/results/paper_gpu)
+
+drop_block() {
+  [ -f "$EXCLUDE" ] && sed -i "/^$BEGIN\$/,/^$END\$/d" "$EXCLUDE"
+  return 0
+}
+
+case "${1:-}" in
+  slim)
+    if ! git diff --cached --quiet; then
+      echo "the index holds staged changes: commit or unstage them first" >&2
+      exit 1
+    fi
+    mkdir -p .git/info
+    drop_block
+    {
+      echo "$BEGIN"
+      echo "/.gpudata/"
+      echo "/benchmarks/results/*"
+      echo "!/benchmarks/results/gpu/"
+      echo "!/benchmarks/results/paper_gpu/"
+      echo "!/benchmarks/results/recipe_study/"
+      echo "/benchmarks/results/recipe_study/*"
+      echo "!/benchmarks/results/recipe_study/inits/"
+      echo "$END"
+    } >> "$EXCLUDE"
+    git rm -r -q --cached benchmarks/results
+    for path in "${KEEP[@]}"; do
+      [ -e "$path" ] && git add "$path"
+    done
+    bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) \
+      | xargs -0 stat -c %s 2> /dev/null | awk '{s += $1} END {print s}')
+    echo "the tree is $((bytes / 1048576)) MiB: $((64 - bytes / 1048576)) MiB are left for the carry" \
+      "(pack_gpu_data.py --mb takes the photos' share)"
+    ;;
+  restore)
+    git reset -q
+    drop_block
+    git status --short | head
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_tree.sh slim|restore" >&2
+    exit 2
+    ;;
+esac
