@@ -8,14 +8,16 @@
 # 64 MiB with what it carries besides (.gpudata: ~34 MiB of training photos). The committed
 # training results are larger than that on their own, and no GPU script reads them: slim
 # untracks benchmarks/results in the index only (the files stay on disk, and ignored
-# through .git/info/exclude) except the inits the tests load, the GPU results and the
-# paper-size run's checkpoint, which train_gpu.sh resumes. restore resets the index to
+# through .git/info/exclude) except the inits the tests load, the GPU results, and the
+# checkpoint parts and log of the GPU training runs, which train_gpu.sh resumes (their
+# .safetensors and plots stay behind). restore resets the index to
 # HEAD and drops the exclusions. Nothing is committed or deleted either way.
 set -eu
 cd "$(git rev-parse --show-toplevel)"
 EXCLUDE=.git/info/exclude
 BEGIN="# gpu_tree.sh: begin" END="# gpu_tree.sh: end"
-KEEP=(benchmarks/results/gpu benchmarks/results/recipe_study/inits benchmarks/results/paper_gpu)
+RUNS=(paper_gpu educated_denoise_gpu)  # the `out` folders of the GPU training configs
+KEEP=(benchmarks/results/gpu benchmarks/results/recipe_study/inits "${RUNS[@]/#/benchmarks/results/}")
 
 drop_block() {
   [ -f "$EXCLUDE" ] && sed -i "/^$BEGIN\$/,/^$END\$/d" "$EXCLUDE"
@@ -35,7 +37,11 @@ case "${1:-}" in
       echo "/.gpudata/"
       echo "/benchmarks/results/*"
       echo "!/benchmarks/results/gpu/"
-      echo "!/benchmarks/results/paper_gpu/"
+      for run in "${RUNS[@]}"; do
+        echo "!/benchmarks/results/$run/"
+        echo "/benchmarks/results/$run/*.safetensors"
+        echo "/benchmarks/results/$run/*.png"
+      done
       echo "!/benchmarks/results/recipe_study/"
       echo "/benchmarks/results/recipe_study/*"
       echo "!/benchmarks/results/recipe_study/inits/"

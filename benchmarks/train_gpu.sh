@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Paper-size meta-training on a lent GPU, in resumable chunks of at most ~9 minutes.
+# Paper-size training on a lent GPU, in resumable chunks of at most ~9 minutes: the
+# Educated-DIP denoiser at width 128 (configs/educated_denoise_gpu.toml). The paper-size
+# MAML run (CONFIG=configs/train_paper_gpu.toml) took 152 s per outer step on an H100,
+# about 5 steps a lease (benchmarks/results/gpu/2026-11-27-h100/).
 #
 #   OUT=/some/dir bash benchmarks/train_gpu.sh      # on the GPU machine, repo root
 #
@@ -7,12 +10,14 @@
 # trains until LIMIT seconds (SIGTERM: the trainer saves a checkpoint before it exits),
 # and leaves in $OUT what must be committed to go on next time: the checkpoint split
 # into parts under 16 MiB (checkpoint.pt.part-00, -01, ...), init.safetensors, log.jsonl
-# and convergence.png when written. Commit them into RUN, then call again.
+# best.safetensors and convergence.png when written. Commit them into RUN, then call
+# again. The call carries the checkpoint and the photos: `bash benchmarks/gpu_tree.sh slim`
+# says how many MiB are left for the photos (pack_gpu_data.py --mb).
 # Without the C++ extension (METADIP_NO_EXT=1) the CUDA ops run as Triton kernels, so
 # no build is needed on a fresh machine. The training photos must travel with the call:
 # run benchmarks/pack_gpu_data.py here first and carry .gpudata.
 set -u
-CONFIG=${CONFIG:-configs/train_paper_gpu.toml}
+CONFIG=${CONFIG:-configs/educated_denoise_gpu.toml}
 LIMIT=${LIMIT:-510}
 OUT=${OUT:-/tmp/train_gpu_out}
 PY=${PYTHON:-python3}
@@ -34,7 +39,7 @@ timeout -s TERM "$LIMIT" $PY -m metadip.cli train --config "$CONFIG" $RESUME "${
   --no-progress >> "$OUT/train.log" 2>&1
 echo "trainer exit $?" >> "$OUT/train.log"
 split -b 15M -d -a 2 "$RUN/checkpoint.pt" "$OUT/checkpoint.pt.part-" 2>/dev/null
-for f in init.safetensors log.jsonl convergence.png; do
+for f in init.safetensors best.safetensors log.jsonl convergence.png; do
   [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/"
 done
 tail -n 5 "$OUT/train.log"
