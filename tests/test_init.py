@@ -195,6 +195,10 @@ EDUCATED_TV = "benchmarks/results/recipe_study/inits/educated_tv_step1000.safete
 # Super-resolution reads that network trained further with super-resolution in the mixture
 # (configs/educated_tv_sr.toml, step 3000).
 EDUCATED_TV_SR = "benchmarks/results/recipe_study/inits/educated_tv_sr_step3000.safetensors"
+# Every other linear operator reads that one trained further on CS, deblurring and
+# super-resolution at the linear default's TV weight (configs/educated_tv_linear.toml, step
+# 2500).
+EDUCATED_TV_LINEAR = "benchmarks/results/recipe_study/inits/educated_tv_linear_step2500.safetensors"
 
 
 @pytest.mark.parametrize(
@@ -212,8 +216,8 @@ EDUCATED_TV_SR = "benchmarks/results/recipe_study/inits/educated_tv_sr_step3000.
         ("sr", 1, "sr", 0.3, 0.03, EDUCATED_TV_SR),
         # Every other linear operator (a user's own): a heavier TV, which no operator of
         # the study turns into a noise-amplifying start.
-        ("custom", 3, "linear", 0.5, 0.1, EDUCATED_TV),
-        ("custom", 1, "linear", 0.5, 0.1, EDUCATED_TV),
+        ("custom", 3, "linear", 0.5, 0.1, EDUCATED_TV_LINEAR),
+        ("custom", 1, "linear", 0.5, 0.1, EDUCATED_TV_LINEAR),
     ],
 )
 def test_shipped_tv_started_default_is_a_denoiser_on_a_tv_guide(

@@ -88,7 +88,7 @@ def test_shipped_denoising_default_serves_gray_images(problem):
     # 24.90 (TV start 24.12, general default 23.21, blurred input 17.19); phase retrieval
     # 27.22 (TV amplitude-flow start 25.97, general default 24.94).
     # Super-resolution (2×) 26.08 (TV start 24.23, general default 23.75); a user's 5×5
-    # blur given as callables (the linear-operator default) 27.25 (TV start 25.85, general
+    # blur given as callables (the linear-operator default) 27.18 (TV start 25.85, general
     # default 24.37).
     [("cs", 1.0), ("blur", 0.3), ("pr", 0.3), ("sr", 0.3), ("linear", 0.5)],
 )
