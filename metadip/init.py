@@ -48,8 +48,9 @@ TASK_DEFAULTS: dict[str, str] = {
     "pr": "pr.safetensors",
     "sr": "sr.safetensors",
 }
-# Linear operators of every other task (super-resolution, a user's own) take this one: a
-# denoiser reading the TV-regularized least-squares estimate, which needs only A and Aᵀ.
+# Linear operators of every other task (a user's matrix, callables with an adjoint, a
+# deepinv LinearPhysics) take this one: a denoiser reading the TV-regularized
+# least-squares estimate, which needs only A and Aᵀ.
 # Non-linear ones without a file of their own take DEFAULT_INIT_NAME.
 LINEAR_DEFAULT_NAME = "linear.safetensors"
 # Tasks whose 1-channel problems get a file of their own (the same network at a lower

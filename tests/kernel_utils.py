@@ -87,7 +87,7 @@ def close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
     rms = float(want.square().mean().sqrt()) if want.numel() else 0.0
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol * max(1.0, rms))
     err, norm = float((got - want).norm()), float(want.norm())
-    assert err <= rtol * max(norm, 1e-30) or err <= atol, f"relative error {err / norm:.2e}"
+    assert err <= rtol * max(norm, 1e-30) or err <= atol, f"error {err:.2e}, ‖want‖ {norm:.2e}"
 
 
 def seeded_linear(
