@@ -25,6 +25,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "NATURAL_TRAIN",
     "SKIMAGE_PHOTOS",
+    "VALIDATION_LIST",
     "PatchSampler",
     "TaskSampler",
     "list_images",
@@ -37,6 +38,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # Relative to the repository root (the folder holding pyproject.toml).
 NATURAL_TRAIN = "../shared/data/natural-train"
 # scikit-image's bundled photographs (natural content; the synthetic test images are left out).
+# A folder's fixed validation files, when it holds this list (see ``load_images``).
+VALIDATION_LIST = "validation.txt"
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "hubble_deep_field", "rocket")
 MATRIX_TASKS = ("cs", "pr")
 
@@ -126,10 +129,37 @@ def _read(path: Path) -> np.ndarray:
 def load_images(
     source: str | Path = "auto", channels: int = 3, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Train and validation images ``name -> (channels, H, W)`` uint8, split by file."""
+    """Train and validation images ``name -> (channels, H, W)`` uint8, split by file: by
+    ``split_files``, or, when the folder holds a ``validation.txt`` (one file name per
+    line), those files are the validation split and the rest train (``val_fraction``
+    and ``seed`` then unused). A subset of a folder, packed with the list of the full
+    folder's split, so validates on the same files (``benchmarks/pack_gpu_data.py``)."""
     images = read_images(source, channels)
-    train, val = split_files(list(images), val_fraction, seed)
+    listed = _validation_list(resolve_source(source))
+    if listed is None:
+        train, val = split_files(list(images), val_fraction, seed)
+    else:
+        missing = sorted(set(listed) - set(images))
+        if missing:
+            raise ValueError(
+                f"{VALIDATION_LIST} names files the folder does not hold: {missing[:5]}"
+            )
+        val = sorted(listed)
+        train = sorted(set(images) - set(listed))
+        if not train:
+            raise ValueError(f"{VALIDATION_LIST} lists every image: none is left to train on")
     return {n: images[n] for n in train}, {n: images[n] for n in val}
+
+
+def _validation_list(src: str | Path) -> list[str] | None:
+    """The names in ``src/validation.txt`` (blank lines skipped), or None without one."""
+    if src == "skimage" or not (Path(src) / VALIDATION_LIST).is_file():
+        return None
+    names = (Path(src) / VALIDATION_LIST).read_text().split("\n")
+    listed = [n.strip() for n in names if n.strip()]
+    if not listed:
+        raise ValueError(f"{Path(src) / VALIDATION_LIST} is empty: list at least one file")
+    return listed
 
 
 def read_images(source: str | Path = "auto", channels: int = 3) -> dict[str, np.ndarray]:

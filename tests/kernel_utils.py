@@ -83,7 +83,7 @@ def close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
     assert got.shape == want.shape, (got.shape, want.shape)
     assert torch.isfinite(got).all(), "non-finite output (an unwritten or NaN element)"
     rtol, atol = {torch.float64: (1e-10, 1e-12), torch.float32: (2e-5, 2e-5)}[dtype]
-    got, want = got.double().cpu(), want.double().cpu()
+    got, want = got.detach().double().cpu(), want.detach().double().cpu()
     rms = float(want.square().mean().sqrt()) if want.numel() else 0.0
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol * max(1.0, rms))
     err, norm = float((got - want).norm()), float(want.norm())

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from metadip.data import (
+    VALIDATION_LIST,
     PatchSampler,
     TaskSampler,
     list_images,
@@ -57,6 +58,31 @@ def test_load_images_from_folder_split_by_file(tmp_path):
     train, val = load_images(_folder(tmp_path), channels=1, val_fraction=0.34, seed=0)
     assert len(train) == 4 and len(val) == 2
     assert all(a.shape == (1, 40, 50) and a.dtype == np.uint8 for a in train.values())
+
+
+def test_validation_list_fixes_the_split(tmp_path):
+    folder = _folder(tmp_path)
+    names = [p.name for p in list_images(folder)]
+    # Reversed split against the seeded one: the list wins, whatever the seed says.
+    _, seeded_val = split_files(names, 0.34, 0)
+    listed = [n for n in names if n not in seeded_val][:2]
+    (folder / VALIDATION_LIST).write_text("\n".join(listed) + "\n\n")
+    train, val = load_images(folder, channels=1, val_fraction=0.34, seed=0)
+    assert sorted(val) == sorted(listed)
+    assert sorted(train) == sorted(set(names) - set(listed))
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [(["nope.png"], "does not hold.*nope.png"), ([], "is empty"), (None, "every image")],
+)
+def test_validation_list_errors(tmp_path, lines, match):
+    folder = _folder(tmp_path)
+    if lines is None:
+        lines = [p.name for p in list_images(folder)]
+    (folder / VALIDATION_LIST).write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=match):
+        load_images(folder, channels=1)
 
 
 def test_resolve_source(tmp_path):
