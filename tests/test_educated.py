@@ -24,6 +24,7 @@ from metadip.operators import CompressiveSensing, Denoise, Inpainting, PhaseRetr
 from metadip.posterior import draw
 from metadip.train import TrainConfig
 from metadip.train.config import METHODS
+from metadip.train.educated import pretrain_step
 
 F64 = torch.float64
 GUIDED = {"input": "image", "residual": True, "norm": "none", "noise_channels": 0}
@@ -214,6 +215,32 @@ def test_pretraining_lowers_the_training_loss(images, tmp_path):
     recs = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in recs if "loss" in r]
     assert len(losses) == 2 and losses[1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("loss", ["l2", "l1"])
+def test_pretrain_step_is_one_clipped_adam_step_and_skips_a_non_finite_batch(loss):
+    init = guided_init().to(dtype=F64)
+    net = build_network(init.config).to(F64)
+    net.load_state_dict(init.weights)
+    g = torch.Generator().manual_seed(0)
+    guide, x = torch.rand(2, 4, 16, 16, generator=g, dtype=F64), torch.rand(2, 3, 16, 16, dtype=F64)
+    twin = build_network(init.config).to(F64)
+    twin.load_state_dict(net.state_dict())
+    opt, twin_opt = (torch.optim.Adam(m.parameters(), lr=1e-3) for m in (net, twin))
+    value, norm = pretrain_step(net, opt, guide, x, loss, clip=1e-3)
+    # The same step written out: loss, backward, clipping, Adam.
+    diff = twin(guide) - x
+    want = diff.pow(2).mean() if loss == "l2" else diff.abs().mean()
+    want.backward()
+    want_norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), 1e-3)
+    twin_opt.step()
+    assert value == pytest.approx(want.item()) and norm == pytest.approx(want_norm.item())
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, twin.state_dict()[k], rtol=0, atol=1e-15)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    value, _ = pretrain_step(net, opt, guide, x * math.nan, loss, clip=1e-3)
+    assert math.isnan(value)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
 def test_inpainting_pretraining_adds_the_mask_channel(images, tmp_path):

@@ -49,7 +49,7 @@ from metadip.train.common import (
 )
 from metadip.train.config import TrainConfig
 
-__all__ = ["EDUCATED_NETWORK", "educated_init", "train_educated"]
+__all__ = ["EDUCATED_NETWORK", "educated_init", "pretrain_step", "train_educated"]
 
 # The network options of an Educated-DIP init (besides width and depth).
 EDUCATED_NETWORK = {
@@ -122,6 +122,30 @@ def _pairs(
         guides.append(guide_input(replace(config, guide_weight=weight), op, y[None]))
         targets.append(x.expand(c, -1, -1))
     return torch.cat(guides), torch.stack(targets)
+
+
+def pretrain_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    guide: torch.Tensor,
+    x: torch.Tensor,
+    loss: str = "l2",
+    clip: float = 0.0,
+) -> tuple[float, float]:
+    """One supervised step on a batch: ``mean((f(guide) − x)²)`` (``loss="l2"``, else the
+    mean absolute error), backward, gradient-norm clipping at ``clip`` (0: none), then
+    ``opt.step()``. ``guide`` and ``x``: ``(B, Cin, H, W)`` and ``(B, C, H, W)``. Returns
+    (loss, gradient norm before clipping); a non-finite one skips the update, since a
+    non-finite batch must not poison the network."""
+    diff = net(guide) - x
+    value = diff.pow(2).mean() if loss == "l2" else diff.abs().mean()
+    opt.zero_grad(set_to_none=True)
+    value.backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip or math.inf))
+    out = float(value.detach())
+    if math.isfinite(out) and math.isfinite(norm):
+        opt.step()
+    return out, norm
 
 
 def _pretrained_psnr(net: torch.nn.Module, config: NetConfig, tasks: list) -> float:
@@ -219,16 +243,12 @@ def train_educated(cfg: TrainConfig, resume: bool = False, progress: bool = True
             guide, x = _pairs(
                 init.config, patches, task_sampler, cfg.mono_fraction, gen, cfg.guide_weights
             )
-            diff = net(guide.to(device)) - x.to(device)
-            loss = diff.pow(2).mean() if cfg.loss == "l2" else diff.abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip or math.inf))
-            value = float(loss.detach())
+            value, norm = pretrain_step(
+                net, opt, guide.to(device), x.to(device), cfg.loss, cfg.clip
+            )
             if not (math.isfinite(value) and math.isfinite(norm)):
-                skipped += 1  # a non-finite batch must not poison the network
+                skipped += 1
             else:
-                opt.step()
                 window.append(value)
                 norms.append(norm)
             step = s
