@@ -9,8 +9,9 @@
 # A 15-minute lease holds one full call (step times measured on an H100):
 #   1. no STEPS: build, tests, graph-check (320 s of step limits; 233 s measured with the
 #      extension: build 110, tests 97, graph check 26), then benchmarks/train_gpu.sh in
-#      the same call with LIMIT = what is left of ~555 s (one warm-up is paid once, and
-#      a machine left idle goes back within a minute, taking the run's files with it);
+#      the same call for what is left of it: benchmarks/lease_gpu.sh runs both and packs
+#      what comes back (a machine left idle goes back within a minute, taking the run's
+#      checkpoint with it);
 #   2. when csrc/ or kernels/ changed, or in a later lease:
 #      STEPS="build kernels inner reconstruct-w32 reconstruct-w128 meta-memory" over two
 #      calls (the build only checks the extension when the machine is still warm).
