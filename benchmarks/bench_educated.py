@@ -14,7 +14,6 @@ achieved GFLOP/s and the ratio to the floor, with threads, commit and load avera
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,24 +21,17 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.conftest import devices, environment, matmul_rate, sync
+from benchmarks.conftest import bench_threads, devices, environment, floor_info, sync
 from metadip.guide import guide_input
 from metadip.networks import build_network
 from metadip.operators import Denoise
 from metadip.train import TrainConfig
 from metadip.train.educated import educated_init, pretrain_step
 
-THREADS = int(os.environ.get("METADIP_BENCH_THREADS", "0"))
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "educated_denoise.toml"
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    if THREADS:
-        torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+_threads = bench_threads()
 
 
 @pytest.mark.parametrize("device", devices())
@@ -68,15 +60,10 @@ def test_pretrain_step(benchmark, width, device):
     with FlopCounterMode(display=False) as counter:
         (net(guide) - x).pow(2).mean().backward()
     flops = counter.get_total_flops()
-    rate = matmul_rate(device)
     benchmark.group = "educated-pretrain-step"
     benchmark.extra_info.update(
         environment(device),
         batch=list(shape),
         network=f"educated skip {cfg.depth}x{width}",
-        ms_per_step=1e3 * seconds,
-        gflop_per_step=flops / 1e9,
-        gflops=flops / seconds / 1e9,
-        matmul_gflops=rate / 1e9,
-        floor_ratio=seconds / (flops / rate),
+        **floor_info(seconds, flops, device),
     )

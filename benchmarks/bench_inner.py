@@ -13,19 +13,16 @@ count, commit and load average.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-from benchmarks.conftest import devices, environment, matmul_rate, step_flops, sync
+from benchmarks.conftest import bench_threads, devices, environment, floor_info, step_flops, sync
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.inner import init_state, prepare, step
 from metadip.operators import Denoise
 
 SIZE = 128
-THREADS = int(os.environ.get("METADIP_BENCH_THREADS", "0"))
 EDUCATED = {"input": "image", "residual": True, "norm": "none", "noise_channels": 0}
 NETWORKS = {
     "dip": {},
@@ -33,13 +30,7 @@ NETWORKS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    if THREADS:
-        torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+_threads = bench_threads()
 
 
 @pytest.mark.parametrize("device", devices())
@@ -63,16 +54,11 @@ def test_inner_step(benchmark, network, rule, device):
     benchmark.pedantic(one_step, rounds=20, iterations=1, warmup_rounds=3)
     seconds = benchmark.stats.stats.median
     flops = step_flops(init, op, y)
-    rate = matmul_rate(device)
     benchmark.group = f"inner-step-{SIZE}"
     benchmark.extra_info.update(
         environment(device),
         shape=[3, SIZE, SIZE],
         rule=rule,
         network=f"{network} skip 4x32",
-        ms_per_step=1e3 * seconds,
-        gflop_per_step=flops / 1e9,
-        gflops=flops / seconds / 1e9,
-        matmul_gflops=rate / 1e9,
-        floor_ratio=seconds / (flops / rate),
+        **floor_info(seconds, flops, device),
     )

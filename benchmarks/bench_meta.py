@@ -12,14 +12,13 @@ FLOPs of T steps over the matmul rate, thread count, commit and load average.
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 
 import pytest
 import torch
 
-from benchmarks.conftest import environment, matmul_rate, step_flops
+from benchmarks.conftest import bench_threads, environment, matmul_rate, step_flops
 from metadip.init import load_init
 from metadip.inner import init_state, prepare, step
 from metadip.meta import meta_gradient
@@ -27,15 +26,9 @@ from metadip.operators import Denoise
 from metadip.planning import plan
 
 SIZE = 128
-THREADS = int(os.environ.get("METADIP_BENCH_THREADS", "1"))
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+_threads = bench_threads(1)
 
 
 def _task():

@@ -19,6 +19,23 @@ from metadip.operators import PhaseRetrieval
 _RATES: dict[str, float] = {}
 
 
+def bench_threads(default: int = 0):
+    """An autouse fixture for a benchmark module (``_threads = bench_threads()``): torch's
+    thread count from ``METADIP_BENCH_THREADS`` (``default`` when unset; 0 leaves it as
+    it is), restored after each test."""
+    threads = int(os.environ.get("METADIP_BENCH_THREADS", str(default)))
+
+    @pytest.fixture(autouse=True)
+    def _threads():
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        yield
+        torch.set_num_threads(before)
+
+    return _threads
+
+
 def devices() -> list:
     """CPU always; CUDA when present (GPU rows carry the gpu marker)."""
     out = ["cpu"]
@@ -72,6 +89,19 @@ def matmul_rate(device: str) -> float:
             best = min(best, time.perf_counter() - t0)
         _RATES[key] = 2 * n**3 / best
     return _RATES[key]
+
+
+def floor_info(seconds: float, flops: float, device: str) -> dict:
+    """A step's time against the compute floor (its FLOPs at the fp32 matmul rate of
+    ``device``, measured now): ms, GFLOP, achieved GFLOP/s, matmul GFLOP/s and the ratio."""
+    rate = matmul_rate(device)
+    return {
+        "ms_per_step": 1e3 * seconds,
+        "gflop_per_step": flops / 1e9,
+        "gflops": flops / seconds / 1e9,
+        "matmul_gflops": rate / 1e9,
+        "floor_ratio": seconds / (flops / rate),
+    }
 
 
 def step_flops(meta, op, y) -> int:
