@@ -50,7 +50,7 @@ case "${1:-}" in
     for path in "${KEEP[@]}"; do
       [ -e "$path" ] && git add "$path"
     done
-    git add -f "${TEST_INITS[@]}"
+    [ ${#TEST_INITS[@]} -eq 0 ] || git add -f "${TEST_INITS[@]}"
     bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) \
       | xargs -0 stat -c %s 2> /dev/null | awk '{s += $1} END {print s}')
     echo "the tree is $((bytes / 1048576)) MiB: $((64 - bytes / 1048576)) MiB are left for the carry" \
