@@ -35,6 +35,11 @@ RESUME=""
 # The photos travel as .gpudata (benchmarks/pack_gpu_data.py): ../shared does not.
 DATA=()
 [ -d .gpudata ] && DATA=(--data .gpudata)
+if ls .gpudata/*.webp > /dev/null 2>&1 \
+  && ! $PY -c "from PIL import features; raise SystemExit(not features.check('webp'))"; then
+  echo "this machine's Pillow cannot read WebP: pack the photos with --png" | tee -a "$OUT/train.log"
+  exit 1
+fi
 timeout -s TERM "$LIMIT" $PY -m metadip.cli train --config "$CONFIG" $RESUME "${DATA[@]}" \
   --no-progress >> "$OUT/train.log" 2>&1
 echo "trainer exit $?" >> "$OUT/train.log"

@@ -30,11 +30,12 @@ __all__ = [
     "TaskSampler",
     "list_images",
     "load_images",
+    "read_image",
     "resolve_source",
     "split_files",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 # Relative to the repository root (the folder holding pyproject.toml).
 NATURAL_TRAIN = "../shared/data/natural-train"
 # scikit-image's bundled photographs (natural content; the synthetic test images are left out).
@@ -168,13 +169,19 @@ def read_images(source: str | Path = "auto", channels: int = 3) -> dict[str, np.
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     src = resolve_source(source)
-    if src == "skimage":
-        import skimage.data
+    if src != "skimage":
+        return {p.name: read_image(p, channels) for p in list_images(src)}
+    import skimage.data
 
-        arrays = {n: getattr(skimage.data, n)() for n in SKIMAGE_PHOTOS}
-    else:
-        arrays = {p.name: _read(p) for p in list_images(src)}
-    return {n: _to_channels(a, channels) for n, a in arrays.items()}
+    return {n: _to_channels(getattr(skimage.data, n)(), channels) for n in SKIMAGE_PHOTOS}
+
+
+def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """One image file as training reads it: ``(channels, H, W)`` uint8 (modes other than
+    L and RGB converted to RGB; gray from colour via BT.601, colour from gray repeated)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return _to_channels(_read(Path(path)), channels)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from metadip.data import (
     TaskSampler,
     list_images,
     load_images,
+    read_image,
     resolve_source,
     split_files,
 )
@@ -58,6 +59,20 @@ def test_load_images_from_folder_split_by_file(tmp_path):
     train, val = load_images(_folder(tmp_path), channels=1, val_fraction=0.34, seed=0)
     assert len(train) == 4 and len(val) == 2
     assert all(a.shape == (1, 40, 50) and a.dtype == np.uint8 for a in train.values())
+
+
+def test_lossless_webp_reads_as_the_png(tmp_path):
+    folder = _folder(tmp_path, n=2)
+    for p in list_images(folder):
+        with Image.open(p) as im:
+            im.save(p.with_suffix(".webp"), "WEBP", lossless=True)
+    files = list_images(folder)
+    assert [p.suffix for p in files] == [".png", ".webp", ".png", ".webp"]
+    for c in (1, 3):
+        for png in files[::2]:
+            assert np.array_equal(read_image(png.with_suffix(".webp"), c), read_image(png, c))
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        read_image(files[0], 2)
 
 
 def test_validation_list_fixes_the_split(tmp_path):
