@@ -38,9 +38,9 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 # Relative to the repository root (the folder holding pyproject.toml).
 NATURAL_TRAIN = "../shared/data/natural-train"
-# scikit-image's bundled photographs (natural content; the synthetic test images are left out).
 # A folder's fixed validation files, when it holds this list (see ``load_images``).
 VALIDATION_LIST = "validation.txt"
+# scikit-image's bundled photographs (natural content; the synthetic test images are left out).
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "hubble_deep_field", "rocket")
 MATRIX_TASKS = ("cs", "pr")
 
@@ -133,8 +133,8 @@ def load_images(
     """Train and validation images ``name -> (channels, H, W)`` uint8, split by file: by
     ``split_files``, or, when the folder holds a ``validation.txt`` (one file name per
     line), those files are the validation split and the rest train (``val_fraction``
-    and ``seed`` then unused). A subset of a folder, packed with the list of the full
-    folder's split, so validates on the same files (``benchmarks/pack_gpu_data.py``)."""
+    and ``seed`` then unused): a subset of a folder packed with the validation files of
+    the whole folder's split validates on the same files (``benchmarks/pack_gpu_data.py``)."""
     images = read_images(source, channels)
     listed = _validation_list(resolve_source(source))
     if listed is None:
