@@ -9,7 +9,7 @@ call carries at most 64 MiB in all, so this takes, from
 training files in name order until ``--mb`` megabytes, each as lossless WebP (about
 73 % of the PNG's size; kept only where the trainer reads the same pixels, else the
 file is copied as it is; ``--png`` copies them all); ``.gpudata/`` gets a MANIFEST of
-what it took. Add ``.gpudata`` to ``.git/info/exclude`` and name it in the
+what it took (git ignores ``.gpudata``). Name it in the
 call's ``carry``; ``benchmarks/train_gpu.sh`` trains on it when it is there.
 """
 
