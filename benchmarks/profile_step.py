@@ -1,7 +1,7 @@
 """Where one fitting step's time goes, per operator, at two thread counts: which parts
 of the step a second thread speeds up and which it does not.
 
-    python benchmarks/profile_step.py [--threads 1,2] [--rows 18] \\
+    python -m benchmarks.profile_step [--threads 1,2] [--rows 18] \\
         > benchmarks/results/<date>-cpu-profile-step.txt
 
 The Educated-DIP network of ``bench_inner`` (width 32, depth 4, image input, residual,
