@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for a whole 15-minute lease: run_gpu.sh's default steps (build, tests,
-# graph check, gpu-layout), then train_gpu.sh for what is left of BUDGET seconds, with what comes
+# graph check), then train_gpu.sh for what is left of BUDGET seconds, with what comes
 # back packed under the device tool's limits (at most 8 files, 16 MiB each): the small
 # files in one tarball, the checkpoint parts and the init beside it.
 #

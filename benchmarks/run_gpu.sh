@@ -7,9 +7,8 @@
 #   OUT=/some/dir bash benchmarks/run_gpu.sh        # on the GPU machine, repo root
 #
 # A 15-minute lease holds one full call (step times measured on an H100):
-#   1. no STEPS: build, tests, graph-check, gpu-layout (410 s of step limits; 233 s
-#      measured for the first three with the extension: build 110, tests 97, graph check
-#      26; gpu-layout is new), then benchmarks/train_gpu.sh in
+#   1. no STEPS: build, tests, graph-check (320 s of step limits; 233 s measured with
+#      the extension: build 110, tests 97, graph check 26), then benchmarks/train_gpu.sh in
 #      the same call for what is left of it: benchmarks/lease_gpu.sh runs both and packs
 #      what comes back (a machine left idle goes back within a minute, taking the run's
 #      checkpoint with it);
@@ -40,7 +39,7 @@ PY=${PYTHON:-python3}
 
 # STEPS="build tests ..." runs the named steps; a name also selects its "-<task>" steps
 # (reconstruct-w128 runs reconstruct-w128-denoise, -cs and -pr). Unset: call 1's steps.
-STEPS=${STEPS:-build tests graph-check gpu-layout}
+STEPS=${STEPS:-build tests graph-check}
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, record the exit status
   local name=$1 limit=$2 want chosen=""
   shift 2
@@ -80,8 +79,8 @@ OMP_NUM_THREADS=1 step tests 130 $PY -m pytest -p no:cacheprovider -o addopts=""
 # CUDA graph replay against eager, per backend, with the run-to-run spread beside it.
 step graph-check 40 $PY -m benchmarks.graph_check >> "$OUT/tests.log" 2>&1
 
-# Channels-last grouped networks against NCHW, paired (benchmarks/gpu_layout_ab.py): a
-# candidate for the batched-throughput target, run once by default until it has a result.
+# Channels-last grouped networks against NCHW, paired (benchmarks/gpu_layout_ab.py): no
+# gain on an H100 (1.00x at B = 1, 0.97x at B = 32; results/gpu/2026-11-27-h100-3/).
 step gpu-layout 90 $PY benchmarks/gpu_layout_ab.py --batches 1,32,128 > "$OUT/gpu_layout.json" \
   2>> "$OUT/tests.log"
 
