@@ -159,7 +159,7 @@ def _method_init(method: str, op: Operator, seed: int = 0) -> MetaInit:
     linearity pick ``default``)."""
     method = ALIASES.get(method, method)
     channels = op.in_shape[0]
-    if method in ("default", "decoder"):
+    if method in ("default", "large", "decoder"):
         return load_init(method, channels, seed=seed, task=op.task, linear=op.linear)
     if method.startswith("init:"):
         parts = method[5:].split(":")

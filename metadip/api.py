@@ -17,7 +17,7 @@ from torch import Tensor
 from metadip import graphs
 from metadip.arrays import as_tensor, check_truth, check_y
 from metadip.guide import check_guide_operator, guide_input
-from metadip.init import MetaInit, default_init_path, load_init
+from metadip.init import MetaInit, default_init_path, large_init_path, load_init
 from metadip.inner import prepare
 from metadip.loop import FitResult, StepInfo, fit
 from metadip.losses import check_loss
@@ -113,9 +113,11 @@ def reconstruct(
     denoising and for inpainting; for CS, phase retrieval, deblurring and every other
     linear operator a pretrained denoiser reading a TV-regularized estimate of the image;
     the meta-learned MetaDIP init for a non-linear operator of any other task),
-    ``"random"`` (vanilla DIP: Adam, jitter, EMA), ``"decoder"`` (the vanilla Deep
-    Decoder: image sizes a multiple of 32), a file path or a ``MetaInit`` (one with a
-    classical solver, ``metadip.classical``, runs it after the network). A 3-channel
+    ``"large"`` (denoising only: the default's recipe at width 128, closer to BM3D but
+    ~20× the cost a step: for a GPU), ``"random"`` (vanilla DIP: Adam, jitter, EMA),
+    ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of 32), a file path
+    or a ``MetaInit`` (one with a classical solver, ``metadip.classical``, runs it after
+    the network). A 3-channel
     init also fits 1-channel problems (its output's channel mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
     1000 for ``"random"``; 0 returns the init's own image unfitted, which for an
@@ -381,4 +383,6 @@ def _describe(init: Any, meta: MetaInit, op: Operator) -> str:
         return str(meta.metadata.get("source", "MetaInit"))
     if init == "default":
         return f"default ({default_init_path(op.task, op.in_shape[0], op.linear).name})"
+    if init == "large":
+        return f"large ({large_init_path(op.task).name})"
     return str(init)

@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument(
-            "--init", default="default", help="default | random | decoder | PATH (default: default)"
+            "--init",
+            default="default",
+            help="default | large | random | decoder | PATH (default: default)",
         )
         q.add_argument(
             "--steps",

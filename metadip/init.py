@@ -29,10 +29,12 @@ from metadip.rules import RULES as UPDATE_RULES
 __all__ = [
     "DEFAULT_INIT_NAME",
     "GRAY_DEFAULTS",
+    "LARGE_DEFAULTS",
     "LINEAR_DEFAULT_NAME",
     "TASK_DEFAULTS",
     "MetaInit",
     "default_init_path",
+    "large_init_path",
     "load_init",
 ]
 
@@ -56,6 +58,9 @@ LINEAR_DEFAULT_NAME = "linear.safetensors"
 # Tasks whose 1-channel problems get a file of their own (the same network at a lower
 # rate: on gray images the colour files' fits give back quality from 50 to 100 steps).
 GRAY_DEFAULTS: dict[str, str] = {"cs": "cs_gray.safetensors", "pr": "pr_gray.safetensors"}
+# ``init="large"``: a task's recipe at the paper's width 128 (depth 5), trained on a GPU.
+# Better images than the width-32 defaults, but a fit costs ~20x as much: meant for a GPU.
+LARGE_DEFAULTS: dict[str, str] = {"denoise": "denoise_large.safetensors"}
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
 SCHEDULES = ("constant", "cosine")  # with_rates
 
@@ -354,6 +359,21 @@ def default_init_path(
     name = TASK_DEFAULTS.get(task or "", other)
     if channels == 1:
         name = GRAY_DEFAULTS.get(task or "", name)
+    return _weights(name)
+
+
+def large_init_path(task: str | None) -> Path:
+    """Where the shipped width-128 init for ``task`` lives (``LARGE_DEFAULTS``); a
+    ``ValueError`` names the tasks that have one when ``task`` has none."""
+    if task not in LARGE_DEFAULTS:
+        raise ValueError(
+            f"init='large' is shipped for task(s) {', '.join(sorted(LARGE_DEFAULTS))}; this "
+            f"operator's task is {task!r}: use init='default'"
+        )
+    return _weights(LARGE_DEFAULTS[task])
+
+
+def _weights(name: str) -> Path:
     return Path(str(resources.files("metadip") / "weights" / name))
 
 
@@ -365,7 +385,8 @@ def load_init(
     linear: bool = False,
 ) -> MetaInit:
     """Resolves ``"default"`` (the shipped init for ``task``, ``channels`` and a ``linear``
-    operator, see ``default_init_path``),
+    operator, see ``default_init_path``), ``"large"`` (the width-128 one for ``task``, see
+    ``large_init_path``),
     ``"random"`` (vanilla DIP with weights from ``seed``; needs ``channels``), ``"decoder"``
     (the vanilla Deep Decoder, likewise), a path or a MetaInit."""
     if isinstance(name_or_path, MetaInit):
@@ -395,9 +416,14 @@ def load_init(
                 "vanilla DIP (1000 steps)."
             )
         return MetaInit.load(path)
+    if name_or_path == "large":
+        path = large_init_path(task)
+        if not path.is_file():
+            raise FileNotFoundError(f"init='large': {path} is not installed with this copy")
+        return MetaInit.load(path)
     if isinstance(name_or_path, (str, Path)):
         return MetaInit.load(name_or_path)
     raise TypeError(
-        "init must be 'default', 'random', 'decoder', a file path or a MetaInit, "
+        "init must be 'default', 'large', 'random', 'decoder', a file path or a MetaInit, "
         f"got {type(name_or_path)}"
     )

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from metadip.init import MetaInit, default_init_path, load_init
+from metadip.init import MetaInit, default_init_path, large_init_path, load_init
 from metadip.inner import output, prepare
 from tests.conftest import tiny_init
 
@@ -164,6 +164,25 @@ def test_default_resolves_per_operator_task(monkeypatch):
     # A linear operator of a task with no file of its own takes the TV-start file.
     assert default_init_path("custom", 3, linear=True).name == "linear.safetensors"
     assert default_init_path("custom", 1, linear=True).name == "linear.safetensors"
+
+
+def test_large_init_is_the_denoising_recipe_at_width_128_and_other_tasks_are_refused():
+    init = load_init("large", 3, task="denoise")
+    assert init.config.width == 128 and init.config.depth == 5
+    assert init.config.guided and init.config.residual and init.config.noise_level
+    assert init.loss == "sure" and init.rule == "adam" and init.steps == 50
+    assert init.metadata["device"] == "cuda" and init.metadata["val_psnr_curve"]
+    assert large_init_path("denoise").stat().st_size <= 20 * 2**20
+    with pytest.raises(ValueError, match="shipped for task.*denoise.*'cs'"):
+        load_init("large", 3, task="cs")
+    with pytest.raises(TypeError, match="'large'"):
+        load_init(3.0)  # type: ignore[arg-type]
+
+
+def test_missing_large_init_names_the_file(monkeypatch, tmp_path):
+    monkeypatch.setattr("metadip.init._weights", lambda name: tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="denoise_large.safetensors"):
+        load_init("large", 3, task="denoise")
 
 
 @pytest.mark.parametrize("task", ["denoise", "inpaint"])

@@ -2,13 +2,15 @@
 
     python benchmarks/results/recipe_study/ship_educated.py RUN_DIR --task denoise \\
         --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors] \\
-        [--derived-from "metadip/weights/denoise.safetensors at COMMIT"]
+        [--derived-from "metadip/weights/denoise.safetensors at COMMIT"] [--name NAME] \\
+        [--note "what else the file's user should know, e.g. the photos it saw"]
 
 The run's init (``init.safetensors``, or ``--init``) gets the fine-tune rule chosen on the
 tuning patches (Adam at ``--lr`` for ``--steps`` steps, constant or decaying to 0 by a
 cosine (``MetaInit.with_rates``), the run's inner loss) and its
 provenance (training config, data manifest hash, steps, logged seconds, commit, the
-validation curve), and is written to ``metadip/weights/<task>.safetensors``.
+validation curve, ``--note``), and is written to ``metadip/weights/<task>.safetensors``
+(or ``<NAME>.safetensors``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> Path:
         default=None,
         help="what the run started from, when that file is replaced (e.g. PATH at COMMIT)",
     )
+    p.add_argument("--name", default=None, help="file stem in metadip/weights (default: TASK)")
+    p.add_argument("--note", default=None, help="stored as the file's metadata 'note'")
     args = p.parse_args(argv)
     init = MetaInit.load(args.run / args.init)
     records = [json.loads(s) for s in (args.run / "log.jsonl").read_text().splitlines() if s]
@@ -73,8 +77,11 @@ def main(argv: list[str] | None = None) -> Path:
     }
     if args.derived_from:
         metadata["derived_from"] = args.derived_from
+    if args.note:
+        metadata["note"] = args.note
     shipped = replace(init.with_rates(args.lr, args.schedule, args.steps), metadata=metadata)
-    return shipped.save(ROOT / "metadip" / "weights" / f"{args.task}.safetensors")
+    name = args.name or args.task
+    return shipped.save(ROOT / "metadip" / "weights" / f"{name}.safetensors")
 
 
 if __name__ == "__main__":
