@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.provenance import git_commit
 from metadip.guide import guide_input
 from metadip.inner import init_state, prepare, step
 from metadip.operators import PhaseRetrieval
@@ -56,22 +55,10 @@ def environment(device: str) -> dict:
         "device_name": name or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "commit": _commit(),
+        "commit": git_commit(),
         # The machine may be shared: the load average says how much to trust a CPU time.
         "loadavg_1min": os.getloadavg()[0],
     }
-
-
-def _commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        )
-        dirty = subprocess.run(["git", "diff", "--quiet"], cwd=root).returncode != 0
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def matmul_rate(device: str) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import sys
 import time
 from pathlib import Path
 from statistics import median
@@ -29,6 +29,9 @@ from metadip.init import MetaInit
 from metadip.inner import init_state, prepare, step
 from metadip.meta import meta_gradient
 from metadip.operators import Denoise
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import git_commit  # noqa: E402
 
 SIZE = 128
 
@@ -77,9 +80,7 @@ def main() -> None:
         t0 = time.perf_counter()
         meta_gradient(init, [(x, op, y)], args.meta_steps, mode=args.mode)
         meta.append(time.perf_counter() - t0)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root
-    ).stdout.strip()
+    commit = git_commit()
     print(
         json.dumps(
             {

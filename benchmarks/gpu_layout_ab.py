@@ -22,14 +22,18 @@ import copy
 import json
 import os
 import statistics
-import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import metadip
 import metadip.networks as networks
 from metadip.tasks import make_operator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import git_commit  # noqa: E402
 
 SIZE, STEPS = 128, 50
 GROUP_CAT, FORWARD = networks._group_cat, networks.SkipNet.forward
@@ -63,9 +67,7 @@ def main() -> None:
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    commit = git_commit()
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     out: dict = {"device": name, "commit": commit, "torch": torch.__version__, "task": args.task}
     kw = {"sigma": 25 / 255} if args.task == "denoise" else {"ratio": 0.25}

@@ -6,7 +6,8 @@ The lent GPU machine sees only the repository (``../shared`` does not travel) an
 call carries at most 64 MiB in all, so this takes, from
 ``../shared/data/natural-train``: all of its validation files, listed in
 ``validation.txt`` so the run validates on the same files as every CPU run, then
-training files in name order until ``--mb`` megabytes, each as lossless WebP (about
+training files in name order, each one that still fits in ``--mb`` megabytes, until the
+room left is smaller than the smallest file packed, each as lossless WebP (about
 73 % of the PNG's size; kept only where the trainer reads the same pixels, else the
 file is copied as it is; ``--png`` copies them all); ``.gpudata/`` gets a MANIFEST of
 what it took (git ignores ``.gpudata``). Name it in the
@@ -59,8 +60,10 @@ def main() -> None:
     out.mkdir()
     # Every validation file goes, listed, so the run validates on the patches the CPU
     # runs do (metadip.data.load_images honours the list); training photos fill the rest.
-    total, taken, packed_val = 0, [], []
+    total, taken, packed_val, smallest = 0, [], [], float("inf")
     for name in [*val, *train]:
+        if name not in val and args.mb * 2**20 - total < smallest:
+            break  # no photo seen so far would fit: stop converting
         packed = _pack(SOURCE / name, out, webp=not args.png)
         size = (out / packed).stat().st_size
         if total + size > args.mb * 2**20:
@@ -68,7 +71,7 @@ def main() -> None:
             if name in val:
                 raise SystemExit(f"--mb {args.mb} does not hold the {len(val)} validation files")
             continue
-        total += size
+        total, smallest = total + size, min(smallest, size)
         taken.append(f"{name}\t{packed}")
         if name in val:
             packed_val.append(packed)

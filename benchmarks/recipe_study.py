@@ -59,7 +59,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -82,7 +81,10 @@ from metadip.stopping import watcher_for
 from metadip.tasks import MEASUREMENT_SIGMA, TaskSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import study_ops  # noqa: E402
+
+from benchmarks.provenance import git_commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "recipe_study"
@@ -328,19 +330,10 @@ def provenance(threads: int) -> dict:
     return {
         "threads": threads,
         "load": os.getloadavg()[0],
-        "commit": _commit(),
+        "commit": git_commit(),
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True
-        ).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -23,8 +23,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,6 +33,9 @@ import metadip
 import metadip.networks as networks
 from metadip.operators import CompressiveSensing, PhaseRetrieval
 from metadip.tasks import make_operator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import git_commit  # noqa: E402
 
 SIZE, STEPS = 128, 50
 LAYOUT = (networks.to_fast_layout, networks.channel_cat)
@@ -66,9 +70,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     use = TOGGLES[args.toggle]
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    commit = git_commit()
     out = {"toggle": args.toggle, "commit": commit, "torch": torch.__version__}
     out.update(threads=args.threads, reps=args.reps)
     for task in args.tasks.split(","):

@@ -24,10 +24,8 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUTS = [(1, 1), (1, 2), (2, 1)]  # (processes, threads per process)
 
-
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True)
-    return out.stdout.decode().strip() or "unknown"
+sys.path.insert(0, str(ROOT))
+from benchmarks.provenance import git_commit  # noqa: E402
 
 
 def run_layout(config: str, procs: int, threads: int, outer: int, out: Path) -> float:
@@ -74,7 +72,7 @@ def main() -> None:
             "threads": threads,
             "meta_batch": 4,
             "s_per_outer_step": round(sec, 3),
-            "commit": _commit(),
+            "commit": git_commit(),
             "loadavg_1min_before": load,
         }
         print(json.dumps(row), flush=True)
