@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call for a whole 15-minute lease: run_gpu.sh's default steps (build, tests,
-# graph check), then train_gpu.sh for what is left of BUDGET seconds, with what comes
-# back packed under the device tool's limits (at most 8 files, 16 MiB each): the small
-# files in one tarball, the checkpoint parts and the init beside it.
+# graph check, reconstruct-large), then train_gpu.sh for what is left of BUDGET seconds,
+# with what comes back packed under the device tool's limits (at most 8 files, 16 MiB
+# each): the small files in one tarball, the checkpoint parts and the init beside it.
 #
 #   bash benchmarks/gpu_tree.sh slim                  # here, before the call
 #   python benchmarks/pack_gpu_data.py --mb N         # N: what slim says is left, less 2

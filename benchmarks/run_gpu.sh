@@ -7,8 +7,9 @@
 #   OUT=/some/dir bash benchmarks/run_gpu.sh        # on the GPU machine, repo root
 #
 # A 15-minute lease holds one full call (step times measured on an H100):
-#   1. no STEPS: build, tests, graph-check (320 s of step limits; 233 s measured with
-#      the extension: build 110, tests 97, graph check 26), then benchmarks/train_gpu.sh in
+#   1. no STEPS: build, tests, graph-check, reconstruct-large (380 s of step limits; 233 s
+#      measured for the first three with the extension: build 110, tests 97, graph check
+#      26), then benchmarks/train_gpu.sh in
 #      the same call for what is left of it: benchmarks/lease_gpu.sh runs both and packs
 #      what comes back (a machine left idle goes back within a minute, taking the run's
 #      checkpoint with it);
@@ -28,6 +29,7 @@
 #                   50-step reconstructions: eager vs graph vs batched (B = 1..128), one
 #                   file per task so a step cut at its limit keeps the tasks before it
 #   meta_memory.json  peak memory of one meta-gradient vs the horizon (width 128, 128²)
+#   reconstruct-large-denoise.json  the same for init="large" (width 128), B = 1, 8
 #   gpu_layout.json   channels-last grouped networks vs NCHW, paired, B = 1, 32, 128
 # Copy them to benchmarks/results/gpu/<date>-<device>/ and commit them.
 set -u
@@ -39,7 +41,7 @@ PY=${PYTHON:-python3}
 
 # STEPS="build tests ..." runs the named steps; a name also selects its "-<task>" steps
 # (reconstruct-w128 runs reconstruct-w128-denoise, -cs and -pr). Unset: call 1's steps.
-STEPS=${STEPS:-build tests graph-check}
+STEPS=${STEPS:-build tests graph-check reconstruct-large}
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, record the exit status
   local name=$1 limit=$2 want chosen=""
   shift 2
@@ -101,6 +103,11 @@ for spec in denoise:110 cs:80 pr:130; do
     -k "cuda and not vmap and $task" --benchmark-json="$OUT/reconstruct-w32-$task.json" \
     >> "$OUT/tests.log" 2>&1
 done
+# The shipped width-128 denoiser (init="large"), B = 1 and 8: a default step until it has
+# a result (its GPU time is what the README's "meant for a GPU" rests on).
+METADIP_BENCH_INIT=large METADIP_BENCH_BATCHES=1,8 step reconstruct-large 60 $BENCH \
+  benchmarks/bench_reconstruct.py -k "cuda and not vmap and denoise" \
+  --benchmark-json="$OUT/reconstruct-large-denoise.json" >> "$OUT/tests.log" 2>&1
 # Width 128 costs ~16x width 32 per problem: B = 1 and 8 only.
 for task in denoise cs pr; do
   METADIP_BENCH_INIT=random METADIP_BENCH_BATCHES=1,8 step reconstruct-w128-$task 40 $BENCH \
