@@ -14,6 +14,7 @@ Every (patch, task) gets the operator and noise seeds of ``metadip eval``
 
 METHOD is one of
   ``default``                  the shipped init for the task (``init="default"``)
+  ``large``                    its width-128 one (``init="large"``; denoising only)
   ``maml-default``             the shipped general (MetaDIP) init, default.safetensors
   ``educated-default``         the shipped denoising (Educated DIP + SURE) init
   ``init:PATH``                an init file, fitted with its own rule
