@@ -114,7 +114,7 @@ def reconstruct(
     linear operator a pretrained denoiser reading a TV-regularized estimate of the image;
     the meta-learned MetaDIP init for a non-linear operator of any other task),
     ``"large"`` (denoising only: the default's recipe at width 128, closer to BM3D but
-    ~20× the cost a step: for a GPU), ``"random"`` (vanilla DIP: Adam, jitter, EMA),
+    ~6× the time on a CPU: for a GPU), ``"random"`` (vanilla DIP: Adam, jitter, EMA),
     ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of 32), a file path
     or a ``MetaInit`` (one with a classical solver, ``metadip.classical``, runs it after
     the network). A 3-channel

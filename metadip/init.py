@@ -59,7 +59,8 @@ LINEAR_DEFAULT_NAME = "linear.safetensors"
 # rate: on gray images the colour files' fits give back quality from 50 to 100 steps).
 GRAY_DEFAULTS: dict[str, str] = {"cs": "cs_gray.safetensors", "pr": "pr_gray.safetensors"}
 # ``init="large"``: a task's recipe at the paper's width 128 (depth 5), trained on a GPU.
-# Better images than the width-32 defaults, but a fit costs ~20x as much: meant for a GPU.
+# Better images than the width-32 defaults, but a fit takes ~6x as long on a CPU (~16x the
+# FLOPs): meant for a GPU.
 LARGE_DEFAULTS: dict[str, str] = {"denoise": "denoise_large.safetensors"}
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
 SCHEDULES = ("constant", "cosine")  # with_rates
