@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--init",
             default="default",
-            help="default | large | random | decoder | PATH (default: default)",
+            help="default | large (denoising only) | random | decoder | PATH (default: default)",
         )
         q.add_argument(
             "--steps",
