@@ -117,8 +117,8 @@ def reconstruct(
     ~6× the time on a CPU: for a GPU), ``"random"`` (vanilla DIP: Adam, jitter, EMA),
     ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of 32), a file path
     or a ``MetaInit`` (one with a classical solver, ``metadip.classical``, runs it after
-    the network). A 3-channel
-    init also fits 1-channel problems (its output's channel mean).
+    the network). A 3-channel init also fits 1-channel problems (its output's channel
+    mean).
     steps: fitting steps (default: the init's own horizon — 50 for a meta-init,
     1000 for ``"random"``; 0 returns the init's own image unfitted, which for an
     Educated-DIP init is its pretrained map), or ``"auto"``: stop without ground
