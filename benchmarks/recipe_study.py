@@ -74,7 +74,7 @@ from metadip.data import load_images
 from metadip.evaluate import cell_seed, parse_task
 from metadip.guide import guide_input, tv_estimate
 from metadip.init import MetaInit, load_init
-from metadip.inner import output, prepare
+from metadip.inner import ensemble_output, prepare
 from metadip.loop import StepInfo
 from metadip.metrics import PsnrTrack, psnr
 from metadip.operators import Operator
@@ -162,23 +162,13 @@ def _method_init(method: str, op: Operator, seed: int = 0) -> MetaInit:
     linearity pick ``default``)."""
     method = ALIASES.get(method, method)
     channels = op.in_shape[0]
-    if method in ("default", "large", "decoder"):
-        return load_init(method, channels, seed=seed, task=op.task, linear=op.linear)
+    name, *options = method.split(":")
+    if name in ("default", "large", "decoder"):
+        init = load_init(name, channels, seed=seed, task=op.task, linear=op.linear)
+        return _with_options(init, options, method, seed)
     if method.startswith("init:"):
         parts = method[5:].split(":")
-        init = MetaInit.load(parts[0])
-        for p in parts[1:]:
-            if p.startswith("lr="):
-                init = init.with_rates(float(p[3:]))
-            elif p.startswith("cos="):
-                init = init.with_rates(float(p[4:]), "cosine")
-            elif p.startswith("scale="):
-                init = init.scaled_rates(float(p[6:]))
-            elif p == "random":
-                init = _fresh_weights(init, seed)
-            else:
-                raise ValueError(f"unknown init option {p!r} in {method!r}")
-        return init
+        return _with_options(MetaInit.load(parts[0]), parts[1:], method, seed)
     if method.startswith("dip:"):
         parts = method[4:].split(":")
         lr, width = float(parts[0]), 32
@@ -190,6 +180,25 @@ def _method_init(method: str, op: Operator, seed: int = 0) -> MetaInit:
         init = init.with_rates(lr)
         return init if ema else replace(init, ema=0.0)
     raise ValueError(f"unknown method {method!r}")
+
+
+def _with_options(init: MetaInit, options: list[str], method: str, seed: int) -> MetaInit:
+    """``init`` changed by a method's ``:``-separated options (``lr=``, ``cos=``,
+    ``scale=``, ``ens=``, ``random``)."""
+    for p in options:
+        if p.startswith("lr="):
+            init = init.with_rates(float(p[3:]))
+        elif p.startswith("cos="):
+            init = init.with_rates(float(p[4:]), "cosine")
+        elif p.startswith("scale="):
+            init = init.scaled_rates(float(p[6:]))
+        elif p.startswith("ens="):
+            init = replace(init, ensemble=int(p[4:]))
+        elif p == "random":
+            init = _fresh_weights(init, seed)
+        else:
+            raise ValueError(f"unknown init option {p!r} in {method!r}")
+    return init
 
 
 def _fresh_weights(init: MetaInit, seed: int) -> MetaInit:
@@ -244,7 +253,7 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
         guide = guide_input(init.config, op, y[None]) if init.config.guided else None
         params, hyper = prepare(init, tuple(x.shape), guide=guide, problem=(op, y[None]))
         with torch.no_grad():
-            curve["0"] = psnr(output(params, hyper)[0].clamp(0, 1), x)
+            curve["0"] = psnr(ensemble_output(params, hyper)[0].clamp(0, 1), x)
         steps = [n for n in steps if n > 0]
     if init.ema > 0:
         # The EMA image after n steps depends on n only through the optimizer state,
@@ -255,6 +264,12 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
             curve[str(n)] = psnr(rec.image.clamp(0, 1), x)
             seconds = rec.seconds
         return {"psnr": curve, "seconds": seconds}
+    if init.ensemble > 1:
+        # A callback sees the iterate, not the ensemble: the fit records the ensemble's
+        # PSNR after each step itself.
+        rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, x_true=x)
+        curve.update((str(n), rec.psnr[n - 1]) for n in steps)
+        return {"psnr": curve, "seconds": rec.seconds, "restored": len(rec.restored)}
     track = PsnrTrack(x, steps)
     rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, callback=track)
     curve.update((str(n), value) for n, value in track.curve)

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from metadip.dihedral import check_ensemble
 from metadip.losses import LOSSES
 from metadip.netconfig import NetConfig
 from metadip.networks import build_network
@@ -82,6 +83,8 @@ class MetaInit:
     the input noise added each step, ``ema`` the output averaging factor (0 = off).
     ``loss``: what the steps minimize, ``"mse"`` (the data fit) or ``"sure"``
     (denoising only, image-input networks: see ``metadip.inner.sure_term``).
+    ``ensemble``: the final image is the average over this many flips and rotations of
+    the network's input (1, 2, 4 or 8; ``metadip.dihedral``): image-input networks only.
     """
 
     config: NetConfig
@@ -97,6 +100,7 @@ class MetaInit:
     ema: float = 0.0
     loss: str = "mse"
     metadata: dict[str, Any] = field(default_factory=dict)
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -107,6 +111,17 @@ class MetaInit:
             raise ValueError(
                 "loss 'sure' needs a network whose output depends on y (input='image'); "
                 "a noise-input DIP gives SURE a zero divergence"
+            )
+        if check_ensemble(self.ensemble) > 1 and not self.config.guided:
+            raise ValueError(
+                f"ensemble={self.ensemble} averages flips and rotations of the network's "
+                "input image; this init's network reads fixed noise (input='noise'), so "
+                "only ensemble=1 applies"
+            )
+        if self.ensemble > 1 and self.ema > 0:
+            raise ValueError(
+                f"ensemble={self.ensemble} and ema={self.ema}: an output average over the "
+                "steps cannot be re-run on flipped inputs; use one of them"
             )
         if self.log_lr.dim() != 2 or self.log_lr.shape[1] != len(self.weights):
             raise ValueError(
@@ -276,6 +291,7 @@ class MetaInit:
             "z_seed": str(self.z_seed),
             "jitter": repr(self.jitter),
             "ema": repr(self.ema),
+            "ensemble": str(self.ensemble),
             "metadata": json.dumps(self.metadata),
         }
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}
@@ -313,6 +329,7 @@ class MetaInit:
                 "z_seed": int(header["z_seed"]),
                 "jitter": float(header["jitter"]),
                 "ema": float(header["ema"]),
+                "ensemble": int(header.get("ensemble", "1")),
             }
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{path}: malformed metadip header ({e})") from e

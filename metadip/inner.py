@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metadip.classical.solvers import solver_for
+from metadip.dihedral import transform, untransform
 from metadip.guide import guide_input
 from metadip.init import MetaInit
 from metadip.losses import fit_losses, sure_term, sure_weights
@@ -48,6 +49,7 @@ __all__ = [
     "Params",
     "State",
     "data_loss",
+    "ensemble_output",
     "init_state",
     "item_losses",
     "output",
@@ -109,6 +111,8 @@ class Hyper:
     # the inner gradient g as a constant (no Hessian terms). Only read with create_graph.
     first_order: bool = False
     solver: Callable[[Tensor], Tensor] | None = None
+    # The final image's geometric self-ensemble size (``ensemble_output``; 1: none).
+    ensemble: int = 1
 
 
 def _net_input(hyper: Hyper, jitter: bool) -> Tensor:
@@ -125,6 +129,12 @@ def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
     """``f_θ(inp)``: ``(B, Cin, H, W) -> (B, C, H, W)``; with ``groups = B`` item b goes
     through network b (stacked parameters flattened to grouped-convolution weights),
     then through the classical solver when the init has one."""
+    out = _network(params, hyper, inp)
+    return out if hyper.solver is None else hyper.solver(out)
+
+
+def _network(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
+    """``_apply`` without the classical solver."""
     if hyper.groups == 1:
         out = functional_call(hyper.net, params, (inp,))
     else:
@@ -132,13 +142,26 @@ def _apply(params: Params, hyper: Hyper, inp: Tensor) -> Tensor:
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()}
         out = functional_call(hyper.net, flat, (inp.reshape(1, -1, h, w),))
         out = out.view(hyper.groups, -1, *out.shape[-2:])
-    out = out.mean(dim=1, keepdim=True) if hyper.mono else out
-    return out if hyper.solver is None else hyper.solver(out)
+    return out.mean(dim=1, keepdim=True) if hyper.mono else out
 
 
 def output(params: Params, hyper: Hyper) -> Tensor:
     """The network's image ``f_θ(z)``, ``(B, C, H, W)``, without input jitter."""
     return _apply(params, hyper, _net_input(hyper, jitter=False))
+
+
+def ensemble_output(params: Params, hyper: Hyper) -> Tensor:
+    """The geometric self-ensemble ``(1/n) Σ_i T_i⁻¹ f_θ(T_i z)`` over the first
+    ``n = hyper.ensemble`` symmetries of ``metadip.dihedral`` (then the classical solver,
+    if any): ``output`` for n = 1. For image-input networks, whose input z is an image."""
+    if hyper.ensemble == 1:
+        return output(params, hyper)
+    inp = _net_input(hyper, jitter=False)
+    total = _network(params, hyper, inp)
+    for i in range(1, hyper.ensemble):
+        total = total + untransform(_network(params, hyper, transform(inp, i)), i)
+    out = total / hyper.ensemble
+    return out if hyper.solver is None else hyper.solver(out)
 
 
 def item_losses(x: Tensor, y: Tensor, op: Any, hyper: Hyper, first_order: bool = False) -> Tensor:
@@ -361,6 +384,7 @@ def prepare(
         prior=prior if gens else 0.0,
         solver=solver,
         sure=sure,
+        ensemble=init.ensemble,
     )
     params = dict(init.weights)
     if batch > 1:

@@ -16,7 +16,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from metadip.inner import Hyper, Params, State, init_state, output, per_item, step
+from metadip.inner import (
+    Hyper,
+    Params,
+    State,
+    ensemble_output,
+    init_state,
+    output,
+    per_item,
+    step,
+)
 from metadip.losses import sure_weights
 from metadip.rules import get_rule
 
@@ -65,11 +74,12 @@ class FitResult:
 
 
 def result(params: Params, state: State, hyper: Hyper) -> Tensor:
-    """The reconstruction: the output average when the rule keeps one, else f_θ(z)."""
+    """The reconstruction: the output average when the rule keeps one, else f_θ(z) (its
+    geometric self-ensemble when ``hyper.ensemble > 1``)."""
     if hyper.ema > 0 and state["ema"] is not None:
         acc, norm = state["ema"]
         return acc / norm
-    return output(params, hyper)
+    return ensemble_output(params, hyper)
 
 
 def _select(take: Tensor, new: Any, old: Any, groups: int, batch_dim: bool = False) -> Any:

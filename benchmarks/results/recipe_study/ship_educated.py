@@ -3,7 +3,13 @@
     python benchmarks/results/recipe_study/ship_educated.py RUN_DIR --task denoise \\
         --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors] \\
         [--derived-from "metadip/weights/denoise.safetensors at COMMIT"] [--name NAME] \\
-        [--note "what else the file's user should know, e.g. the photos it saw"]
+        [--note "what else the file's user should know, e.g. the photos it saw"] \
+        [--ensemble 8]
+    python benchmarks/results/recipe_study/ship_educated.py --update FILE --ensemble 8 \
+        --note "why"
+
+The second form changes only the geometric self-ensemble (``MetaInit.ensemble``) of an
+already shipped FILE, in place, and records ``--note`` under the metadata's ``ensemble``.
 
 The run's init (``init.safetensors``, or ``--init``) gets the fine-tune rule chosen on the
 tuning patches (Adam at ``--lr`` for ``--steps`` steps, constant or decaying to 0 by a
@@ -31,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path)
-    p.add_argument("--task", required=True)
-    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("run", type=Path, nargs="?")
+    p.add_argument("--update", type=Path, help="a shipped file whose --ensemble to change")
+    p.add_argument("--ensemble", type=int, default=1, help="the final image's self-ensemble")
+    p.add_argument("--task")
+    p.add_argument("--lr", type=float)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--init", default="init.safetensors")
@@ -45,6 +53,14 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--name", default=None, help="file stem in metadip/weights (default: TASK)")
     p.add_argument("--note", default=None, help="stored as the file's metadata 'note'")
     args = p.parse_args(argv)
+    if args.update is not None:
+        if args.run is not None or not args.note:
+            p.error("--update FILE takes no RUN and needs --note (why the ensemble changed)")
+        shipped = MetaInit.load(args.update)
+        metadata = {**shipped.metadata, "ensemble": {"size": args.ensemble, "note": args.note}}
+        return replace(shipped, ensemble=args.ensemble, metadata=metadata).save(args.update)
+    if args.run is None or args.task is None or args.lr is None:
+        p.error("RUN, --task and --lr are required (or --update FILE)")
     init = MetaInit.load(args.run / args.init)
     records = [json.loads(s) for s in (args.run / "log.jsonl").read_text().splitlines() if s]
     manifest = ROOT.parent / "shared" / "data" / "natural-train" / "MANIFEST.tsv"
@@ -79,7 +95,11 @@ def main(argv: list[str] | None = None) -> Path:
         metadata["derived_from"] = args.derived_from
     if args.note:
         metadata["note"] = args.note
-    shipped = replace(init.with_rates(args.lr, args.schedule, args.steps), metadata=metadata)
+    shipped = replace(
+        init.with_rates(args.lr, args.schedule, args.steps),
+        metadata=metadata,
+        ensemble=args.ensemble,
+    )
     name = args.name or args.task
     return shipped.save(ROOT / "metadip" / "weights" / f"{name}.safetensors")
 
