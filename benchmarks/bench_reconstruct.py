@@ -11,13 +11,16 @@ rule). ``extra_info`` holds ms per reconstruction, reconstructions per second,
 peak memory, and the ratio to the compute floor (FLOPs of one step counted with
 ``torch.utils.flop_counter`` × steps, over the measured fp32 matmul rate).
 ``METADIP_BENCH_BATCHES`` (default ``1,8,32``) picks B; the init is the shipped
-default for the task (``METADIP_BENCH_INIT`` overrides).
+default for the task (``METADIP_BENCH_INIT`` overrides), with its own self-ensemble
+(``METADIP_BENCH_ENSEMBLE`` overrides; the floor counts the steps only, not the
+ensemble's extra forward passes).
 """
 
 from __future__ import annotations
 
 import os
 import resource
+from dataclasses import replace
 
 import pytest
 import torch
@@ -42,7 +45,9 @@ EAGER_CUDA_BATCHES = {BATCHES[0], BATCHES[-1]}
 def _init(device, task):
     """The init reconstruct would use for ``task`` (``METADIP_BENCH_INIT`` overrides)."""
     name = os.environ.get("METADIP_BENCH_INIT", "default")
-    return load_init(name, channels=3, task=task).to(device)
+    meta = load_init(name, channels=3, task=task).to(device)
+    ensemble = os.environ.get("METADIP_BENCH_ENSEMBLE")
+    return meta if ensemble is None else replace(meta, ensemble=int(ensemble))
 
 
 def vmap_fit(meta, op, ys, steps):
@@ -118,6 +123,7 @@ def test_reconstruct(benchmark, task, mode, batch, device):
         batch=batch,
         steps=STEPS,
         network=f"skip {meta.config.depth}x{meta.config.width}",
+        ensemble=meta.ensemble,
         ms_per_reconstruction=1e3 * seconds / batch,
         reconstructions_per_s=batch / seconds,
         peak_memory_mib=_peak_memory(device),

@@ -10,6 +10,7 @@ import torch
 
 from metadip import evaluate, io, train
 from metadip.api import reconstruct
+from metadip.dihedral import ENSEMBLE_SIZES
 from metadip.init import default_init_path
 from metadip.metrics import psnr, ssim
 from metadip.operators import Inpainting, Operator
@@ -58,6 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             device=args.device,
             progress=True,
             samples=args.samples,
+            ensemble=args.ensemble,
         )
         view = _view(op, y)
         p_in = (
@@ -107,6 +109,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         device=args.device,
         progress=True,
         samples=args.samples,
+        ensemble=args.ensemble,
     )
     io.save_image(args.out, rec.image)
     if args.std_out:
@@ -170,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             default=1,
             help="K > 1: posterior mean of K Langevin chains and a per-pixel std (default 1)",
+        )
+        q.add_argument(
+            "--ensemble",
+            type=int,
+            choices=ENSEMBLE_SIZES,
+            default=None,
+            help="average the fitted network over N flips/rotations of its input image "
+            "(default: the init's own, 8 for the denoising and inpainting defaults)",
         )
         q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
         q.add_argument("--sigma", type=float, default=25.0, help="noise std on the 0-255 scale")

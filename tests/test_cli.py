@@ -13,6 +13,7 @@ from metadip import io
 from metadip.cli import main
 from metadip.metrics import psnr
 from tests.conftest import smooth_image, tiny_init
+from tests.test_dihedral import _init
 
 
 @pytest.fixture
@@ -143,6 +144,26 @@ def test_samples_write_a_std_map(tmp_path, init_file, capsys):
         main([*args, "--out", str(out), "--std-out", str(std)])
     with pytest.raises(SystemExit, match="--samples must be >= 1"):
         main([*args, "--out", str(out), "--samples", "0"])
+
+
+def test_ensemble_option_reaches_the_fit(tmp_path, capsys):
+    src, init = (
+        tmp_path / "x.png",
+        str(_init(steps=2).to(dtype=torch.float32).save(tmp_path / "g.safetensors")),
+    )
+    io.save_image(src, smooth_image(3, 24, 24))
+    args = ["reconstruct", str(src), "--task", "denoise", "--simulate", "--init", init]
+    outs = {}
+    for n in ("1", "8"):
+        outs[n] = tmp_path / f"e{n}.npy"
+        assert main([*args, "--out", str(outs[n]), "--ensemble", n]) == 0
+    assert not np.allclose(np.load(outs["1"]), np.load(outs["8"]))
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(outs["1"]), "--ensemble", "3"])
+    # A noise-input init has no input image to flip: a clear error, exit status 2.
+    noise = str(tiny_init(3, steps=2).save(tmp_path / "n.safetensors"))
+    assert main([*args[:-1], noise, "--out", str(outs["1"]), "--ensemble", "8"]) == 2
+    assert "reads fixed noise" in capsys.readouterr().err
 
 
 def test_cli_errors_are_clear(tmp_path, init_file, capsys):
