@@ -265,10 +265,15 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
             seconds = rec.seconds
         return {"psnr": curve, "seconds": seconds}
     if init.ensemble > 1:
-        # A callback sees the iterate, not the ensemble: the fit records the ensemble's
-        # PSNR after each step itself.
-        rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, x_true=x)
-        curve.update((str(n), rec.psnr[n - 1]) for n in steps)
+        # The callback's image is the iterate: the ensemble is computed at the wanted steps.
+        def track(info: StepInfo) -> None:
+            if info.step + 1 in steps:
+                with torch.no_grad():
+                    image = ensemble_output(info.params, info.hyper)[0]
+                curve[str(info.step + 1)] = psnr(image.clamp(0, 1), x)
+
+        rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, callback=track)
+        curve[str(max(steps))] = psnr(rec.image.clamp(0, 1), x)
         return {"psnr": curve, "seconds": rec.seconds, "restored": len(rec.restored)}
     track = PsnrTrack(x, steps)
     rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, callback=track)
