@@ -135,10 +135,18 @@ def test_ensemble_survives_save_and_load(tmp_path):
 
 
 def test_shipped_denoisers_ensemble_and_the_other_defaults_do_not():
-    assert MetaInit.load(default_init_path("denoise", 3)).ensemble == 8
-    assert MetaInit.load(large_init_path("denoise")).ensemble == 8
-    assert MetaInit.load(default_init_path("cs", 3, linear=True)).ensemble == 1
-    # A 1-channel problem with the colour denoiser: the mean of its ensembled channels.
-    op = Denoise((1, 16, 16), 0.1)
-    rec = reconstruct(torch.rand(1, 16, 16), op, steps=1)
-    assert rec.image.shape == (1, 16, 16)
+    for path in (
+        default_init_path("denoise", 3),
+        default_init_path("inpaint", 3),
+        large_init_path("denoise"),
+    ):
+        assert MetaInit.load(path).ensemble == 8, path
+    for task in ("cs", "pr", "blur", "sr"):
+        assert MetaInit.load(default_init_path(task, 3, linear=True)).ensemble == 1, task
+    # A 1-channel problem with the colour denoiser: its ensembled image, channel-averaged,
+    # and the 0-step map differs from the unensembled one.
+    op = Denoise((1, 24, 20), 0.1)
+    y = torch.rand(1, 24, 20)
+    rec = reconstruct(y, op, steps=0)
+    assert rec.image.shape == (1, 24, 20)
+    assert not torch.allclose(rec.image, reconstruct(y, op, steps=0, ensemble=1).image)
