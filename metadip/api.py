@@ -149,8 +149,9 @@ def reconstruct(
     ensemble: the returned image is the average of the fitted network's outputs for this
     many flips and rotations of its input image (1, 2, 4 or 8: the geometric
     self-ensemble, ``metadip.dihedral``; 8 costs 7 more forward passes, once). None: the
-    init's own choice (8 for the shipped denoising inits, else 1); image-input (Educated
-    DIP) inits only, and not with "auto" or ``samples``, whose images are iterates.
+    init's own choice (8 for the shipped denoising and inpainting inits, else 1).
+    Image-input (Educated DIP) inits only, and not with "auto" or ``samples``, whose
+    images are iterates.
     """
     t, back = as_tensor(y)
     user_op = op
