@@ -11,7 +11,7 @@ import torch
 
 from metadip.guide import guide_input
 from metadip.inner import init_state, output, prepare, step
-from metadip.loop import fit
+from metadip.loop import fit, run_loop
 from metadip.operators import CompressiveSensing, Denoise, LinearOperator
 from metadip.rules import get_rule
 from tests.conftest import smooth_image, tiny_init
@@ -123,6 +123,30 @@ def test_non_finite_loss_restores_and_halves_step():
         math.isfinite(v) for i, v in enumerate(res.losses[0]) if i != 2
     )
     assert torch.isfinite(res.image).all()
+
+
+@pytest.mark.parametrize("bad_calls", [set(), {3}, {3, 4, 9}])
+def test_host_checked_restores_equal_the_device_selects(bad_calls):
+    # On a CPU a step every problem accepts skips the torch.where selects; the trace must be
+    # that of the device path, with and without restores.
+    init = tiny_init(1, steps=8, rule="adam", lr=0.05)
+    x = smooth_image(1, 8, 8).to(F64)
+    traces = []
+    for host in (True, False):
+        flaky = _Flaky((1, 8, 8), bad_calls=bad_calls)
+        op = LinearOperator.from_callables(flaky.forward, None, (1, 8, 8), (1, 8, 8))
+        params, hyper = prepare(init, op.in_shape)
+        traces.append(run_loop(params, x[None], op, hyper, 8, host_checks=host))
+    a, b = traces
+    assert torch.equal(a.bad, b.bad) and bool(a.bad.any()) == bool(bad_calls)
+    torch.testing.assert_close(a.losses, b.losses, rtol=0, atol=0, equal_nan=True)
+    for ours, theirs in ((a.params, b.params), (a.good_params, b.good_params)):
+        for k in ours:
+            assert torch.equal(ours[k], theirs[k]), k
+    for slot in ("m", "v"):
+        for k in a.state[slot]:
+            assert torch.equal(a.state[slot][k], b.state[slot][k]), (slot, k)
+    assert torch.equal(torch.as_tensor(a.hyper.lr_scale), torch.as_tensor(b.hyper.lr_scale))
 
 
 @pytest.mark.parametrize("lr", [0.01, 1.0])
