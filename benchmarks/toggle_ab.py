@@ -11,7 +11,11 @@ Toggles: ``fast-layout``, the networks' channels-last CPU layout (off: ``to_fast
 and ``channel_cat`` swapped for the identity and ``torch.cat``, the network as it ran
 before); ``fused-residual``, the dense CS and PR one-pass data fit (off:
 ``fused_residual = False`` on CompressiveSensing and PhaseRetrieval, the forward then
-its adjoint). Prints one
+its adjoint); ``host-checks``, the CPU fitting loop's skipping of the restore selects
+on steps every problem accepts (off: ``run_loop(host_checks=False)``, the device path);
+``ensemble``, the shipped self-ensemble (off: ``ensemble=1``; it costs, not saves:
+``on`` is the shipped setting). ``--steps`` (default 50; 0 times the pretrained map).
+Prints one
 JSON object: per task the median and best seconds of each setting, the mean paired
 difference (off − on) with its standard error, and the ratio of medians; with the toggle,
 threads, commit and load average.
@@ -20,6 +24,7 @@ threads, commit and load average.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -30,6 +35,7 @@ from pathlib import Path
 import torch
 
 import metadip
+import metadip.loop as loop
 import metadip.networks as networks
 from metadip.operators import CompressiveSensing, PhaseRetrieval
 from metadip.tasks import make_operator
@@ -51,12 +57,29 @@ def _residual(on: bool) -> None:
     CompressiveSensing.fused_residual = PhaseRetrieval.fused_residual = on
 
 
-TOGGLES = {"fast-layout": _layout, "fused-residual": _residual}
+RUN_LOOP = loop.run_loop
+EXTRA: dict = {}
 
 
-def _time(y, op) -> float:
+def _host_checks(on: bool) -> None:
+    loop.run_loop = RUN_LOOP if on else functools.partial(RUN_LOOP, host_checks=False)
+
+
+def _ensemble(on: bool) -> None:
+    EXTRA["ensemble"] = None if on else 1
+
+
+TOGGLES = {
+    "fast-layout": _layout,
+    "fused-residual": _residual,
+    "host-checks": _host_checks,
+    "ensemble": _ensemble,
+}
+
+
+def _time(y, op, steps: int) -> float:
     t0 = time.perf_counter()
-    metadip.reconstruct(y, op, steps=STEPS)
+    metadip.reconstruct(y, op, steps=steps, **EXTRA)
     return time.perf_counter() - t0
 
 
@@ -66,13 +89,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", default="denoise,cs,pr")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=STEPS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     use = TOGGLES[args.toggle]
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     commit = git_commit()
     out = {"toggle": args.toggle, "commit": commit, "torch": torch.__version__}
-    out.update(threads=args.threads, reps=args.reps)
+    out.update(threads=args.threads, reps=args.reps, steps=args.steps)
     for task in args.tasks.split(","):
         kw = {"sigma": 25 / 255} if task == "denoise" else {"ratio": 0.25}
         op = make_operator(task, (3, SIZE, SIZE), **kw)
@@ -84,7 +108,7 @@ def main() -> None:
         for r in range(args.reps):
             for name in ("off", "on") if r % 2 == 0 else ("on", "off"):
                 use(name == "on")
-                times[name].append(_time(y, op))
+                times[name].append(_time(y, op, args.steps))
         use(True)
         diff = [a - b for a, b in zip(times["off"], times["on"], strict=True)]
         out[task] = {
