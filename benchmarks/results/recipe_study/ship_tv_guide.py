@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> Path:
         "ship_commit": commit,
     }
     out = args.out or ROOT / "metadip" / "weights" / f"{args.task}.safetensors"
-    shipped = replace(init, config=config, loss="mse", metadata=metadata)
+    # No self-ensemble on a TV start (CS and PR measured level with and without it), even
+    # from a source that has one.
+    shipped = replace(init, config=config, loss="mse", metadata=metadata, ensemble=1)
     shipped.scaled_rates(args.rate_scale).save(out)
     print(f"wrote {out}")
     return out
