@@ -264,17 +264,6 @@ def run_one(method: str, task: str, x: torch.Tensor, patch: str, steps: list[int
             curve[str(n)] = psnr(rec.image.clamp(0, 1), x)
             seconds = rec.seconds
         return {"psnr": curve, "seconds": seconds}
-    if init.ensemble > 1:
-        # The callback's image is the iterate: the ensemble is computed at the wanted steps.
-        def track(info: StepInfo) -> None:
-            if info.step + 1 in steps:
-                with torch.no_grad():
-                    image = ensemble_output(info.params, info.hyper)[0]
-                curve[str(info.step + 1)] = psnr(image.clamp(0, 1), x)
-
-        rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, callback=track)
-        curve[str(max(steps))] = psnr(rec.image.clamp(0, 1), x)
-        return {"psnr": curve, "seconds": rec.seconds, "restored": len(rec.restored)}
     track = PsnrTrack(x, steps)
     rec = metadip.reconstruct(y, op, init=init, steps=max(steps), seed=0, callback=track)
     curve.update((str(n), value) for n, value in track.curve)

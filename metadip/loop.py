@@ -22,7 +22,6 @@ from metadip.inner import (
     State,
     ensemble_output,
     init_state,
-    output,
     per_item,
     step,
 )
@@ -54,11 +53,12 @@ class StepInfo:
     _image: Tensor | None = field(default=None, repr=False)
 
     def image(self) -> Tensor:
-        """The current image ``f_θ(z)`` ``(B, C, H, W)`` (one extra forward pass, done once
-        per step however many callers ask; call only when needed)."""
+        """The current image ``f_θ(z)`` ``(B, C, H, W)``, or its self-ensemble when the fit
+        has one (``hyper.ensemble`` forward passes, done once per step however many callers
+        ask; call only when needed)."""
         if self._image is None:
             with torch.no_grad():
-                self._image = output(self.params, self.hyper)
+                self._image = ensemble_output(self.params, self.hyper)
         return self._image
 
 

@@ -14,6 +14,7 @@ from metadip.guide import guide_input
 from metadip.init import MetaInit, default_init_path, large_init_path
 from metadip.inner import _apply, _net_input, ensemble_output, output, prepare
 from metadip.loop import fit
+from metadip.metrics import PsnrTrack
 from metadip.operators import Denoise
 from tests.conftest import tiny_init
 from tests.test_educated import guided_init
@@ -92,9 +93,12 @@ def test_reconstruct_returns_the_ensemble_of_the_fitted_network():
     ensembled = fit(params, y[None], op, replace(hyper, ensemble=8), 3).image[0]
     torch.testing.assert_close(rec.image, ensembled)
     assert not torch.allclose(rec.image, plain)
-    # The PSNR curve follows the returned image.
+    # The PSNR curve follows the returned image, and so does a callback's image.
     mse = (rec.image.clamp(0, 1) - x).pow(2).mean()
     assert rec.psnr[-1] == pytest.approx(float(10 * torch.log10(1 / mse)), abs=1e-9)
+    track = PsnrTrack(x, (3,))
+    reconstruct(y, op, init=init, dtype=F64, ensemble=8, callback=track)
+    assert track.curve[0][1] == pytest.approx(rec.psnr[-1], abs=1e-9)
     # The init's own choice is the default; ensemble=1 turns it off.
     own = reconstruct(y, op, init=replace(init, ensemble=8), dtype=F64)
     torch.testing.assert_close(own.image, rec.image)

@@ -3,9 +3,9 @@
     python benchmarks/results/recipe_study/ship_educated.py RUN_DIR --task denoise \\
         --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors] \\
         [--derived-from "metadip/weights/denoise.safetensors at COMMIT"] [--name NAME] \\
-        [--note "what else the file's user should know, e.g. the photos it saw"] \
+        [--note "what else the file's user should know, e.g. the photos it saw"] \\
         [--ensemble 8]
-    python benchmarks/results/recipe_study/ship_educated.py --update FILE --ensemble 8 \
+    python benchmarks/results/recipe_study/ship_educated.py --update FILE --ensemble 8 \\
         --note "why"
 
 The second form changes only the geometric self-ensemble (``MetaInit.ensemble``) of an
