@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from benchmarks.conftest import bench_threads, environment, matmul_rate, step_flops
-from metadip.init import load_init
 from metadip.inner import init_state, prepare, step
 from metadip.meta import meta_gradient
 from metadip.operators import Denoise
 from metadip.planning import plan
+from metadip.shipped import load_init
 
 SIZE = 128
 

@@ -28,10 +28,10 @@ from torch.func import functional_call, grad, vmap
 
 from benchmarks.conftest import devices, environment, matmul_rate, step_flops, sync
 from metadip import reconstruct
-from metadip.init import load_init
 from metadip.inner import prepare
 from metadip.networks import network_input
 from metadip.reference import tv_ref
+from metadip.shipped import load_init
 from metadip.tasks import make_operator
 
 SIZE = 128

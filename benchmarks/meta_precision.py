@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from metadip.evaluate import load_patches
-from metadip.init import load_init
 from metadip.meta import meta_gradient
 from metadip.operators import Denoise
+from metadip.shipped import load_init
 
 
 def flat(grads: dict) -> torch.Tensor:

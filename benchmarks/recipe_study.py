@@ -73,11 +73,12 @@ from metadip import denoisers
 from metadip.data import load_images
 from metadip.evaluate import cell_seed, parse_task
 from metadip.guide import guide_input, tv_estimate
-from metadip.init import MetaInit, load_init
+from metadip.init import MetaInit
 from metadip.inner import ensemble_output, prepare
 from metadip.loop import StepInfo
 from metadip.metrics import PsnrTrack, psnr
 from metadip.operators import Operator
+from metadip.shipped import load_init
 from metadip.stopping import watcher_for
 from metadip.tasks import MEASUREMENT_SIGMA, TaskSpec
 

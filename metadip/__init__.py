@@ -6,7 +6,7 @@ rec = metadip.reconstruct(op.measure(x), op)   # rec.image: (3, 128, 128)
 """
 
 from metadip.api import Reconstruction, reconstruct
-from metadip.init import MetaInit, load_init
+from metadip.init import MetaInit
 from metadip.meta import meta_gradient
 from metadip.metrics import psnr, ssim
 from metadip.operators import (
@@ -21,6 +21,7 @@ from metadip.operators import (
     SuperResolution,
     as_operator,
 )
+from metadip.shipped import load_init
 
 __version__ = "0.1.0"
 

@@ -18,9 +18,9 @@ from metadip import graphs
 from metadip.arrays import as_tensor, check_truth, check_y
 from metadip.dihedral import check_ensemble
 from metadip.guide import check_guide_operator, guide_input
-from metadip.init import MetaInit, default_init_path, large_init_path, load_init
+from metadip.init import MetaInit
 from metadip.inner import prepare
-from metadip.loop import FitResult, StepInfo, fit
+from metadip.loop import StepInfo, fit
 from metadip.losses import check_loss
 from metadip.operators import Operator, Stacked, as_operator, moved
 from metadip.posterior import (
@@ -29,8 +29,8 @@ from metadip.posterior import (
     SampleCollector,
     check_memory,
     check_samples,
-    pool_rows,
 )
+from metadip.shipped import default_init_path, large_init_path, load_init
 from metadip.stopping import stopped_result, watcher_for, watching
 
 __all__ = ["LONG_FIT", "Reconstruction", "reconstruct"]
@@ -115,8 +115,9 @@ def reconstruct(
     denoising and for inpainting; for CS, phase retrieval, deblurring and every other
     linear operator a pretrained denoiser reading a TV-regularized estimate of the image;
     the meta-learned MetaDIP init for a non-linear operator of any other task),
-    ``"large"`` (denoising only: the default's recipe at width 128, closer to BM3D but
-    ~6× the time on a CPU: for a GPU), ``"random"`` (vanilla DIP: Adam, jitter, EMA),
+    ``"large"`` (denoising only: the default's recipe at width 128; level with the
+    width-48 default at 50 steps, at ~4.5× its time on a CPU: for a GPU), ``"random"``
+    (vanilla DIP: Adam, jitter, EMA),
     ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of 32), a file path
     or a ``MetaInit`` (one with a classical solver, ``metadip.classical``, runs it after
     the network). A 3-channel init also fits 1-channel problems (its output's channel
@@ -201,7 +202,9 @@ def reconstruct(
             "graph=True but the fit cannot be captured: steps='auto' reads the iterates on "
             "the host every step, which a graph cannot"
         )
-    use_graph = False if auto or samples > 1 or steps == 0 else _use_graph(graph, dev, callback)
+    use_graph = (
+        False if auto or samples > 1 or steps == 0 else graphs.use_graph(graph, dev, callback)
+    )
     op_dev = moved(op, dev, dtype)
     meta = load_init(init, channels=op.in_shape[0], seed=seed, task=op.task, linear=op.linear)
     if ensemble is not None or auto or samples > 1:
@@ -240,15 +243,8 @@ def reconstruct(
             # Keyed by the caller's operator object (by identity, kept alive with the entry),
             # not by the adapter built for this call, so a deepinv physics, a callable or a
             # list of operators reuses its graph on the next call.
-            key = (
-                _init_key(init, seed),
-                meta.ensemble,
-                _op_key(user_op),
-                first,
-                stop,
-                n_steps,
-                dtype,
-                str(dev),
+            key = graphs.cache_key(
+                init, seed, user_op, meta.ensemble, first, stop, n_steps, dtype, str(dev)
             )
             try:
                 captured = graphs.cached_fit(
@@ -317,7 +313,7 @@ def reconstruct(
             res, at = stopped_result(res, watcher)
             stops.extend(at)
         if collector is not None:
-            res, std = _pooled(res, collector, samples)
+            res, std = collector.pooled(res)
             stds.append(std)
         results.append(res)
     if dev.type == "cuda":
@@ -352,46 +348,9 @@ def reconstruct(
     )
 
 
-def _op_key(op: Any) -> Any:
-    """The graph-cache key of the caller's operator: its identity (a list: its items')."""
-    if isinstance(op, (list, tuple)):
-        return tuple(id(o) for o in op)
-    return id(op)
-
-
-def _use_graph(graph: bool | None, dev: torch.device, callback: Any) -> bool:
-    if graph not in (None, True, False):
-        raise TypeError(f"graph must be None, True or False, got {graph!r}")
-    if graph is False:
-        return False
-    reason = graphs.why_not(dev, callback)
-    if graph is True and reason:
-        raise RuntimeError(f"graph=True but the fit cannot be captured: {reason}")
-    return reason is None
-
-
-def _init_key(init: Any, seed: int) -> Any:
-    # A random init depends on the seed; a named or file init does not. A MetaInit is
-    # keyed by identity; the cache entry keeps it alive so the id is not reused.
-    if isinstance(init, MetaInit):
-        return id(init)
-    return (str(init), seed) if init in ("random", "decoder") else str(init)
-
-
 def _repeat(op: Operator, k: int) -> Operator:
     """The operator of a problem batch for its chains: one per problem repeated k times."""
     return Stacked([o for o in op.ops for _ in range(k)]) if isinstance(op, Stacked) else op
-
-
-def _pooled(res: FitResult, collector: SampleCollector, k: int) -> tuple[FitResult, Tensor]:
-    """A chain fit's result per problem (the chains' mean image, mean losses per step,
-    every restore step) and the per-pixel std."""
-    mean, std = collector.reduce(res.image)
-    mean_rows = lambda rows: [sum(c) / k for c in zip(*rows, strict=True)]  # noqa: E731
-    losses = pool_rows(res.losses, k, mean_rows)
-    psnr = None if res.psnr is None else pool_rows(res.psnr, k, mean_rows)
-    restored = pool_rows(res.restored, k, lambda rows: sorted(set().union(*rows)))
-    return FitResult(mean, losses, restored, psnr), std
 
 
 def _offset(callback: Callable[[StepInfo], None], first: int) -> Callable[[StepInfo], None]:

@@ -11,9 +11,9 @@ import torch
 from metadip import evaluate, io, train
 from metadip.api import reconstruct
 from metadip.dihedral import ENSEMBLE_SIZES
-from metadip.init import default_init_path
 from metadip.metrics import psnr, ssim
 from metadip.operators import Inpainting, Operator
+from metadip.shipped import default_init_path
 from metadip.tasks import TASKS, make_operator
 
 DEMO_TASKS = ("denoise", "cs", "pr")

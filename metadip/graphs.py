@@ -30,7 +30,7 @@ from metadip.inner import prepare, with_guide
 from metadip.loop import FitResult, finish, result, run_loop
 from metadip.operators import Operator
 
-__all__ = ["CapturedFit", "cached_fit", "clear_cache", "why_not"]
+__all__ = ["CapturedFit", "cache_key", "cached_fit", "clear_cache", "use_graph", "why_not"]
 
 _CACHE: OrderedDict[tuple, CapturedFit] = OrderedDict()
 CACHE_SIZE = 4
@@ -45,6 +45,31 @@ def why_not(device: torch.device, callback: Any = None) -> str | None:
     if callback is not None:
         return "a per-step callback reads values on the host every step, which a graph cannot"
     return None
+
+
+def use_graph(graph: bool | None, device: torch.device, callback: Any = None) -> bool:
+    """``reconstruct``'s ``graph`` argument resolved: None captures where ``why_not`` has
+    no reason against it, True where it has none or raises with it, False never."""
+    if graph not in (None, True, False):
+        raise TypeError(f"graph must be None, True or False, got {graph!r}")
+    if graph is False:
+        return False
+    reason = why_not(device, callback)
+    if graph is True and reason:
+        raise RuntimeError(f"graph=True but the fit cannot be captured: {reason}")
+    return reason is None
+
+
+def cache_key(init: Any, seed: int, op: Any, *rest: Any) -> tuple:
+    """The cache key of a fit of the caller's ``init`` and operator ``op`` (objects by
+    identity: the entry keeps them alive so an id is not reused; a list of operators by
+    its items'), then ``rest``: everything else the captured graph depends on."""
+    if isinstance(init, MetaInit):
+        init_key: Any = id(init)
+    else:  # a random init depends on the seed; a named or file init does not
+        init_key = (str(init), seed) if init in ("random", "decoder") else str(init)
+    op_key = tuple(id(o) for o in op) if isinstance(op, (list, tuple)) else id(op)
+    return (init_key, op_key, *rest)
 
 
 class CapturedFit:

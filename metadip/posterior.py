@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -172,3 +173,17 @@ class SampleCollector:
         var = (self.square.sum(dim=1) / n - mean * mean).clamp_min(0)
         mean = mean + self.shift[:, 0]
         return mean.to(fallback.dtype), var.sqrt().to(fallback.dtype)
+
+    def pooled(self, res: Any) -> tuple[Any, Tensor]:
+        """A chain fit's ``FitResult`` per problem (the chains' mean image, mean loss and
+        PSNR per step, every restore step) and the per-pixel std."""
+        k = self.samples
+        mean, std = self.reduce(res.image)
+        mean_rows = lambda rows: [sum(c) / k for c in zip(*rows, strict=True)]  # noqa: E731
+        return replace(
+            res,
+            image=mean,
+            losses=pool_rows(res.losses, k, mean_rows),
+            restored=pool_rows(res.restored, k, lambda rows: sorted(set().union(*rows))),
+            psnr=None if res.psnr is None else pool_rows(res.psnr, k, mean_rows),
+        ), std

@@ -271,6 +271,24 @@ def test_graph_cache_is_keyed_by_the_callers_operator(monkeypatch):
     assert len(keys) == 2 and keys[0] == keys[1]
 
 
+def test_graph_cache_key_parts():
+    from metadip import graphs
+
+    init, ops = tiny_init(1, steps=1), [Denoise((1, 8, 8), 0.1), Denoise((1, 8, 8), 0.1)]
+    key = lambda i, seed, op, *rest: graphs.cache_key(i, seed, op, *rest)  # noqa: E731
+    # A random init's weights come from the seed; a named or file init's do not.
+    assert key("random", 0, ops[0]) != key("random", 1, ops[0])
+    assert key("default", 0, ops[0]) == key("default", 1, ops[0])
+    assert key(init, 0, ops[0]) != key(tiny_init(1, steps=1), 0, ops[0])  # by identity
+    assert key(init, 0, ops) == key(init, 0, list(ops)) != key(init, 0, ops[::-1])
+    assert key(init, 0, ops[0], 8) != key(init, 0, ops[0], 1)  # e.g. the ensemble size
+    with pytest.raises(TypeError, match="graph must be None, True or False"):
+        graphs.use_graph("yes", torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="need a CUDA device"):
+        graphs.use_graph(True, torch.device("cpu"))
+    assert not graphs.use_graph(None, torch.device("cpu"))
+
+
 def test_x_true_records_psnr_per_step():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.float64)

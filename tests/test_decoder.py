@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from metadip.api import reconstruct
 from metadip.cli import main
 from metadip.decoder import DeepDecoder, decoder_input_size
-from metadip.init import MetaInit, load_init
+from metadip.init import MetaInit
 from metadip.inner import prepare
 from metadip.metrics import psnr
 from metadip.netconfig import NetConfig
 from metadip.operators import Denoise
+from metadip.shipped import load_init
 from tests.conftest import smooth_image
 from tests.test_train import _args, images  # noqa: F401 (fixture)
 

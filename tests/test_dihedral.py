@@ -11,11 +11,12 @@ import torch
 from metadip.api import reconstruct
 from metadip.dihedral import ENSEMBLE_SIZES, check_ensemble, transform, untransform
 from metadip.guide import guide_input
-from metadip.init import MetaInit, default_init_path, large_init_path
+from metadip.init import MetaInit
 from metadip.inner import _apply, _net_input, ensemble_output, output, prepare
 from metadip.loop import fit
 from metadip.metrics import PsnrTrack
 from metadip.operators import Denoise
+from metadip.shipped import default_init_path, large_init_path
 from tests.conftest import tiny_init
 from tests.test_educated import guided_init
 

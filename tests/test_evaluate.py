@@ -12,8 +12,9 @@ from PIL import Image
 
 from metadip import evaluate, io
 from metadip.cli import main
-from metadip.init import TASK_DEFAULTS, MetaInit
+from metadip.init import MetaInit
 from metadip.metrics import psnr
+from metadip.shipped import TASK_DEFAULTS
 
 GRID = {"strength": (15.0, 40.0), "rho": (0.5,), "iters": (2, 4)}
 
@@ -267,7 +268,7 @@ def test_run_writes_results_table_plots_and_resumes(images, tiny_init, tmp_path,
 
 def test_missing_default_init_is_recorded(images, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        "metadip.init.default_init_path",
+        "metadip.shipped.default_init_path",
         lambda task=None, channels=None, linear=False: tmp_path / "nowhere" / "default.safetensors",
     )
     cfg = _cfg(images, tmp_path, "default", methods=["metadip"], tasks=["denoise:25"], patches=1)

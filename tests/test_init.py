@@ -12,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from metadip.init import MetaInit, default_init_path, large_init_path, load_init
+from metadip.init import MetaInit
 from metadip.inner import output, prepare
+from metadip.shipped import default_init_path, large_init_path, load_init
 from tests.conftest import tiny_init
 
 
@@ -89,7 +90,7 @@ def test_shipped_default_loads_with_its_provenance():
 
 def test_missing_default_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(
-        "metadip.init.default_init_path",
+        "metadip.shipped.default_init_path",
         lambda task=None, channels=None, linear=False: tmp_path / "none.safetensors",
     )
     with pytest.raises(FileNotFoundError, match="init='random'"):
@@ -157,7 +158,7 @@ def test_log_lr_shape_is_validated():
 
 
 def test_default_resolves_per_operator_task(monkeypatch):
-    monkeypatch.setattr("metadip.init.TASK_DEFAULTS", {"denoise": "special.safetensors"})
+    monkeypatch.setattr("metadip.shipped.TASK_DEFAULTS", {"denoise": "special.safetensors"})
     assert default_init_path("denoise").name == "special.safetensors"
     assert default_init_path("denoise", linear=True).name == "special.safetensors"
     assert default_init_path("cs").name == default_init_path().name == "default.safetensors"
@@ -180,7 +181,7 @@ def test_large_init_is_the_denoising_recipe_at_width_128_and_other_tasks_are_ref
 
 
 def test_missing_large_init_names_the_file(monkeypatch, tmp_path):
-    monkeypatch.setattr("metadip.init._weights", lambda name: tmp_path / name)
+    monkeypatch.setattr("metadip.shipped._weights", lambda name: tmp_path / name)
     with pytest.raises(FileNotFoundError, match="denoise_large.safetensors"):
         load_init("large", 3, task="denoise")
 

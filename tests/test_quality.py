@@ -19,7 +19,7 @@ import torch
 from metadip import io
 from metadip.api import reconstruct
 from metadip.guide import tv_estimate
-from metadip.init import MetaInit, load_init
+from metadip.init import MetaInit
 from metadip.metrics import psnr
 from metadip.operators import (
     Blur,
@@ -29,6 +29,7 @@ from metadip.operators import (
     PhaseRetrieval,
     SuperResolution,
 )
+from metadip.shipped import load_init
 from metadip.tasks import make_operator
 
 # dB over the noisy input, and over the best hand-tuned vanilla DIP(50) on the width-32

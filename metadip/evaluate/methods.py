@@ -189,7 +189,8 @@ class Runner:
         return self._fit(x, op, y, seed, self.cfg.init, self.cfg.steps, warmup)
 
     def _educated(self, spec, x, op, y, seed, warmup: bool = False) -> Outcome:
-        from metadip.init import MetaInit, default_init_path
+        from metadip.init import MetaInit
+        from metadip.shipped import default_init_path
 
         path = self.cfg.educated_init
         if path is None:

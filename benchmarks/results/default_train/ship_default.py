@@ -15,7 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from metadip.init import MetaInit, default_init_path
+from metadip.init import MetaInit
+from metadip.shipped import default_init_path
 
 INFERENCE_STEPS = 50
 

@@ -13,7 +13,7 @@ TV-regularized least-squares estimate instead of Aᵀy (``guide="tv"``).
         --rate-scale 0.1 --source $S
 
 ``--task linear`` writes ``linear.safetensors``, the file of every linear operator whose
-task has none of its own (``metadip.init.LINEAR_DEFAULT_NAME``).
+task has none of its own (``metadip.shipped.LINEAR_DEFAULT_NAME``).
 
 The shipped denoiser (``metadip/weights/denoise.safetensors``: Educated DIP, residual, a
 noise-level channel) gets ``NetConfig(guide="tv", guide_iters, guide_weight)`` and the

@@ -7,7 +7,8 @@ weights of the same network (seed 0): the note's "random weights + learned rates
 from dataclasses import replace
 from pathlib import Path
 
-from metadip.init import MetaInit, load_init
+from metadip.init import MetaInit
+from metadip.shipped import load_init
 
 shipped = load_init("default")
 cfg = shipped.config
