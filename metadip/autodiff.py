@@ -209,10 +209,10 @@ FORMULAS: dict[str, tuple[Setup, Callable[[Primitives], Backward]]] = {
 
 
 def register(ops: Primitives) -> None:
-    """Attaches the formulas to a backend whose primitives are ``torch.library`` custom
-    ops (``register_autograd``); their backward passes call ``ops`` again."""
+    """Attaches the formulas to a backend whose primitives are ``torch.library``
+    operators (``register_autograd``); their backward passes call ``ops`` again."""
     for name, (setup, backward) in FORMULAS.items():
-        getattr(ops, name).register_autograd(backward(ops), setup_context=setup)
+        torch.library.register_autograd(getattr(ops, name), backward(ops), setup_context=setup)
 
 
 def function(name: str, forward: Callable[..., Any], table: Primitives) -> type:
