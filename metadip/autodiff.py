@@ -3,7 +3,7 @@
 A backend supplies a table of *primitives* (``Primitives``), each a differentiable
 callable with the C++ op's signature; the formulas below are ``(setup_context,
 backward)`` pairs written against that table. The C++ backend registers them on its
-``torch.library`` custom ops (``register``); the Triton backend wraps its raw kernels
+``torch.library`` operators (``register``); the Triton backend wraps its raw kernels
 in ``torch.autograd.Function``s built from the same pairs (``function``). So:
 
 * ``tv_fwd(x, eps, with_grad) -> (value, G)``: backward ``g·G + tv_hvp(x, g_G)``; G

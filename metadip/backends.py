@@ -3,10 +3,10 @@ chooses between them):
 
 * ``TorchOps``: the references of ``metadip.reference``, on any device;
 * ``CppOps``: ``metadip._C`` (C++ on ATen's thread pool, and CUDA where built) through
-  the ``torch.library`` custom ops of ``metadip._ops``;
+  the ``torch.library`` operators of ``metadip._ops``;
 * ``TritonOps``: ``kernels/*.py`` (installed as ``metadip.kernels``).
 
-Every op is twice differentiable (``metadip.autodiff``'s formulas on the custom ops).
+Every op is twice differentiable (``metadip.autodiff``'s formulas on those operators).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class TorchOps:
 
 
 class CppOps:
-    """metadip._C through the torch.library custom ops of metadip._ops."""
+    """metadip._C through the torch.library operators of metadip._ops."""
 
     @staticmethod
     def _ops() -> ModuleType:
