@@ -333,3 +333,15 @@ def test_meta_gradient_clipping_survives_float32_overflow_of_the_norm():
 
     bad = {"a": torch.tensor([1.0, float("inf")])}
     assert not math.isfinite(clip_meta_gradient(bad, 1.0)[1])
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
+)
+def test_committed_configs_parse_and_name_existing_inits(path):
+    """Every committed training config loads (known keys, valid values), and the init a
+    run continues from is a committed file that loads."""
+    cfg = TrainConfig.from_toml(path)
+    if cfg.init_from:
+        init = MetaInit.load(Path(__file__).parents[1] / cfg.init_from)
+        assert init.config.width == cfg.width and init.config.depth == cfg.depth
