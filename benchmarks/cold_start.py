@@ -25,6 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.provenance import git_commit  # noqa: E402
+
 SIZE = 128
 
 CHILD = """
@@ -45,18 +48,6 @@ print(json.dumps({{"import_s": t1 - t0, "setup_s": t2 - t1, "first_call_s": t3 -
                   "fit_s": rec.seconds, "total_s": t3 - t0,
                   "dynamo_imported": "torch._dynamo" in sys.modules}}))
 """
-
-
-def _commit(src: Path) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "?"
 
 
 def _run(src: Path, task: str, threads: int) -> dict:
@@ -85,7 +76,7 @@ def main() -> None:
     if len(trees) != 2:
         p.error(f"give two --src LABEL=DIR with distinct labels, got {args.src}")
     (a, da), (b, db) = ((k, Path(v)) for k, v in trees.items())
-    out: dict = {"trees": {a: _commit(da), b: _commit(db)}, "threads": args.threads}
+    out: dict = {"trees": {a: git_commit(da), b: git_commit(db)}, "threads": args.threads}
     out["reps"] = args.reps
     for task in args.tasks.split(","):
         rows: dict[str, list[dict]] = {a: [], b: []}

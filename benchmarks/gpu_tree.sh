@@ -23,7 +23,7 @@ read -r -a RUNS <<< "${GPU_RUNS:-paper_gpu educated_denoise_gpu educated_denoise
 KEEP=(benchmarks/results/gpu "${RUNS[@]/#/benchmarks/results/}")
 # Of the recipe study's inits only those the tests load travel (each is ~0.45 MiB), and the
 # files configs start from (`init_from`: a GPU run starts there, and a test loads each).
-mapfile -t TEST_INITS < <(
+mapfile -t KEEP_INITS < <(
   {
     grep -rhoE "benchmarks/results/recipe_study/inits/[A-Za-z0-9_.-]+" tests
     sed -nE 's/^init_from = "([^"]+)"$/\1/p' configs/*.toml
@@ -59,7 +59,7 @@ case "${1:-}" in
     for path in "${KEEP[@]}"; do
       [ -e "$path" ] && git add "$path"
     done
-    [ ${#TEST_INITS[@]} -eq 0 ] || git add -f "${TEST_INITS[@]}"
+    [ ${#KEEP_INITS[@]} -eq 0 ] || git add -f "${KEEP_INITS[@]}"
     bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) \
       | xargs -0 stat -c %s 2> /dev/null | awk '{s += $1} END {print s}')
     echo "the tree is $((bytes / 1048576)) MiB: $((64 - bytes / 1048576)) MiB are left for the carry" \

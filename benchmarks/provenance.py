@@ -9,14 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def git_commit() -> str:
-    """Short hash of HEAD, ``+dirty`` when tracked files differ from it; ``unknown``
-    outside a git checkout (a copy without ``.git``, or no git)."""
+def git_commit(root: Path = ROOT) -> str:
+    """Short hash of HEAD of the checkout at ``root`` (this one by default), ``+dirty``
+    when tracked files differ from it; ``unknown`` outside a git checkout (a copy without
+    ``.git``, or no git)."""
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         )
-        dirty = subprocess.run(["git", "diff", "--quiet"], cwd=ROOT, capture_output=True)
+        dirty = subprocess.run(["git", "diff", "--quiet"], cwd=root, capture_output=True)
     except OSError:
         return "unknown"
     if head.returncode != 0:

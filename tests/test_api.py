@@ -275,7 +275,7 @@ def test_graph_cache_key_parts():
     from metadip import graphs
 
     init, ops = tiny_init(1, steps=1), [Denoise((1, 8, 8), 0.1), Denoise((1, 8, 8), 0.1)]
-    key = lambda i, seed, op, *rest: graphs.cache_key(i, seed, op, *rest)  # noqa: E731
+    key = graphs.cache_key
     # A random init's weights come from the seed; a named or file init's do not.
     assert key("random", 0, ops[0]) != key("random", 1, ops[0])
     assert key("default", 0, ops[0]) == key("default", 1, ops[0])
