@@ -13,6 +13,9 @@
 # the training run's folder (the config's `out`) and commit both. Training goes in the
 # same call because a machine left idle goes back within a minute, and with it the
 # checkpoint the next call would resume from.
+# A follow-up call (train_gpu.sh again, LIMIT well under the lease's time left) must go
+# out at once: the warm machine goes back ~30 s after a call ends, and a fresh one resumes
+# nothing.
 set -u
 BUDGET=${BUDGET:-555}  # seconds of command time: a 600 s call, less packing and margin
 : "${OUT:?set OUT to the folder whose files come back}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.utils._device  # poison's teardown clears its cache; older torch leaves it unimported
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
