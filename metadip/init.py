@@ -243,6 +243,24 @@ class MetaInit:
             raise ValueError(f"factor must be a positive finite number, got {factor}")
         return replace(self, log_lr=self.log_lr + math.log(factor))
 
+    def averaged_with(self, *others: MetaInit) -> MetaInit:
+        """This init with its network weights replaced by the uniform average over it and
+        ``others`` (a "model soup": ``w = (w_0 + … + w_k) / (k + 1)``, per tensor). Meant
+        for sibling runs continued from one starting point, whose weights stay in one basin;
+        everything but the weights (rates, rule, loss, ensemble, metadata) is this init's."""
+        if not others:
+            raise ValueError("averaged_with needs at least one other init")
+        for i, other in enumerate(others):
+            if other.config != self.config:
+                raise ValueError(f"init {i + 1} has network {other.config}, expected {self.config}")
+        weights = {}
+        for name, w in self.weights.items():
+            acc = w.detach().to(torch.float64)
+            for other in others:
+                acc = acc + other.weights[name].detach().to(device=w.device, dtype=torch.float64)
+            weights[name] = (acc / (len(others) + 1)).to(w.dtype)
+        return replace(self, weights=weights)
+
     def save(self, path: str | Path) -> Path:
         """Writes safetensors + JSON header (config, rule, metadata) to ``path``."""
         path = Path(path)

@@ -44,7 +44,7 @@ LINEAR_DEFAULT_NAME = "linear.safetensors"
 # rate: on gray images the colour files' fits give back quality from 50 to 100 steps).
 GRAY_DEFAULTS: dict[str, str] = {"cs": "cs_gray.safetensors", "pr": "pr_gray.safetensors"}
 # ``init="large"``: a task's recipe at the paper's width 128 (depth 5), trained on a GPU.
-# Level with the width-48 denoising default at 50 steps, at ~4.5x its CPU time: meant
+# Level with the denoising default at 50 steps, at ~4.5x its CPU time: meant
 # for a GPU.
 LARGE_DEFAULTS: dict[str, str] = {"denoise": "denoise_large.safetensors"}
 # init="decoder": Heckel & Hand's Deep Decoder (k = 64 channels, 6 layers; Adam 0.01, no

@@ -151,6 +151,29 @@ def test_scaled_rates_multiplies_every_rate_and_refuses_bad_factors():
             init.scaled_rates(bad)
 
 
+def test_averaged_with_is_the_mean_of_the_weights_and_keeps_the_rest():
+    a, b, c = (tiny_init(steps=4, seed=s).to(dtype=torch.float64) for s in (1, 2, 3))
+    a = a.with_rates(0.02)
+    soup = a.averaged_with(b, c)
+    for name, w in a.weights.items():
+        want = (w + b.weights[name] + c.weights[name]) / 3
+        assert torch.allclose(soup.weights[name], want, rtol=0, atol=1e-15)
+    assert torch.equal(soup.log_lr, a.log_lr) and soup.rule == a.rule
+    assert soup.metadata == a.metadata
+    same = a.averaged_with(a)
+    assert all(torch.equal(same.weights[k], a.weights[k]) for k in a.weights)
+
+
+def test_averaged_with_refuses_other_networks_and_nothing():
+    a = tiny_init(seed=1)
+    with pytest.raises(ValueError, match="at least one"):
+        a.averaged_with()
+    with pytest.raises(ValueError, match="init 1 has network"):
+        a.averaged_with(tiny_init(seed=1, width=8))
+    with pytest.raises(ValueError, match="init 1 has network"):
+        a.averaged_with(tiny_init(channels=3, seed=1))
+
+
 def test_log_lr_shape_is_validated():
     init = tiny_init()
     with pytest.raises(ValueError, match="log_lr"):

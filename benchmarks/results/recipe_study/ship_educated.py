@@ -4,7 +4,7 @@
         --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors] \\
         [--derived-from "metadip/weights/denoise.safetensors at COMMIT"] [--name NAME] \\
         [--note "what else the file's user should know, e.g. the photos it saw"] \\
-        [--ensemble 8]
+        [--ensemble 8] [--average OTHER.safetensors ...]
     python benchmarks/results/recipe_study/ship_educated.py --update FILE --ensemble 8 \\
         --note "why"
 
@@ -16,7 +16,9 @@ tuning patches (Adam at ``--lr`` for ``--steps`` steps, constant or decaying to 
 cosine (``MetaInit.with_rates``), the run's inner loss) and its
 provenance (training config, data manifest hash, steps, logged seconds, commit, the
 validation curve, ``--note``), and is written to ``metadip/weights/<task>.safetensors``
-(or ``<NAME>.safetensors``).
+(or ``<NAME>.safetensors``). ``--average`` replaces its weights by their uniform average
+with the named inits (``MetaInit.averaged_with``: a soup of sibling runs from one starting
+point), each recorded with its hash and training step under ``averaged_with``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> Path:
     )
     p.add_argument("--name", default=None, help="file stem in metadip/weights (default: TASK)")
     p.add_argument("--note", default=None, help="stored as the file's metadata 'note'")
+    p.add_argument(
+        "--average",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="inits of the same network (repository-relative) to average the weights with",
+    )
     args = p.parse_args(argv)
     if args.update is not None:
         if args.run is not None or not args.note:
@@ -75,7 +84,10 @@ def main(argv: list[str] | None = None) -> Path:
         "train_config": cfg,
         "data_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
         "outer_steps": init.metadata["outer_step"],
-        "train_seconds_logged": round(sum(r.get("seconds", 0.0) for r in records), 1),
+        "train_seconds_logged": round(
+            sum(r.get("seconds", 0.0) for r in records if r["step"] <= init.metadata["outer_step"]),
+            1,
+        ),
         "device": cfg["device"],
         "git_commit": commit,
         "fine_tune": {
@@ -91,6 +103,18 @@ def main(argv: list[str] | None = None) -> Path:
             if "val_meta" in r and r["step"] <= init.metadata["outer_step"]
         ],
     }
+    if args.average:
+        others = [MetaInit.load(ROOT / f) for f in args.average]
+        init = init.averaged_with(*others)
+        metadata["averaged_with"] = [
+            {
+                "file": str(f),
+                "sha256": hashlib.sha256((ROOT / f).read_bytes()).hexdigest(),
+                "outer_step": o.metadata.get("outer_step", o.metadata.get("outer_steps")),
+                "run": (o.metadata.get("train_config") or {}).get("out"),
+            }
+            for f, o in zip(args.average, others, strict=True)
+        ]
     if args.derived_from:
         metadata["derived_from"] = args.derived_from
     if args.note:
