@@ -11,6 +11,7 @@ from PIL import Image
 
 from metadip import io
 from metadip.cli import main
+from metadip.init import MetaInit
 from metadip.metrics import psnr
 from tests.conftest import smooth_image, tiny_init
 from tests.test_dihedral import _init
@@ -187,6 +188,32 @@ def test_cli_errors_are_clear(tmp_path, init_file, capsys):
         main(["demo", "--steps", "-1"])
     with pytest.raises(SystemExit, match="unknown task"):
         main(["demo", "--tasks", "denoise,deblur"])
+
+
+def test_average_writes_the_mean_of_the_weights(tmp_path, capsys):
+    files = [
+        str(tiny_init(3, steps=2, seed=s).save(tmp_path / f"i{s}.safetensors")) for s in (1, 2)
+    ]
+    out = tmp_path / "soup.safetensors"
+    assert main(["average", *files, "--out", str(out)]) == 0
+    assert "2 inits averaged" in capsys.readouterr().out
+    a, b, soup = (MetaInit.load(f) for f in (*files, out))
+    for name, w in a.weights.items():
+        assert torch.allclose(soup.weights[name], (w + b.weights[name]) / 2, rtol=0, atol=1e-15)
+    assert [m["file"] for m in soup.metadata["averaged"]] == files
+    assert torch.equal(soup.log_lr, a.log_lr)
+
+
+def test_average_errors_are_clear(tmp_path, capsys):
+    one = str(tiny_init(3, steps=2).save(tmp_path / "one.safetensors"))
+    wide = str(tiny_init(3, steps=2, width=8).save(tmp_path / "wide.safetensors"))
+    out = str(tmp_path / "o.safetensors")
+    assert main(["average", one, "--out", out]) == 2
+    assert "at least two init files, got 1" in capsys.readouterr().err
+    assert main(["average", one, wide, "--out", out]) == 2
+    assert "init 1 has network" in capsys.readouterr().err
+    assert main(["average", one, str(tmp_path / "missing.safetensors"), "--out", out]) == 2
+    assert "no init file" in capsys.readouterr().err
 
 
 def test_image_io_round_trip(tmp_path):
