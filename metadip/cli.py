@@ -4,18 +4,16 @@ live in their packages)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from metadip import evaluate, io, train
 from metadip.api import reconstruct
 from metadip.dihedral import ENSEMBLE_SIZES
-from metadip.init import MetaInit
+from metadip.init import MetaInit, member_record
 from metadip.metrics import psnr, ssim
 from metadip.operators import Inpainting, Operator
 from metadip.shipped import default_init_path
@@ -161,13 +159,16 @@ def cmd_average(args: argparse.Namespace) -> int:
     if len(args.inputs) < 2:
         raise ValueError(f"average needs at least two init files, got {len(args.inputs)}")
     first, *others = (MetaInit.load(f) for f in args.inputs)
-    members = [
-        {"file": f, "sha256": hashlib.sha256(Path(f).read_bytes()).hexdigest()} for f in args.inputs
-    ]
-    soup = first.averaged_with(*others)
-    path = replace(soup, metadata={**first.metadata, "averaged": members}).save(args.out)
+    metadata = {
+        **first.metadata,
+        "averaged_base": member_record(args.inputs[0], first),
+        "averaged_with": [
+            member_record(f, m) for f, m in zip(args.inputs[1:], others, strict=True)
+        ],
+    }
+    path = replace(first.averaged_with(*others), metadata=metadata).save(args.out)
     print(
-        f"wrote {path}: the weights of {len(members)} inits averaged; "
+        f"wrote {path}: the weights of {len(args.inputs)} inits averaged; "
         f"rates, rule and ensemble from {args.inputs[0]}"
     )
     return 0

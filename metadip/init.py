@@ -10,6 +10,7 @@ the names ``"default"``, ``"large"``, ``"random"`` resolve in ``metadip.shipped`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from metadip.netconfig import NetConfig
 from metadip.networks import build_network
 from metadip.rules import RULES as UPDATE_RULES
 
-__all__ = ["MetaInit"]
+__all__ = ["MetaInit", "member_record"]
 
 FORMAT = "metadip-init/1"
 RULES = tuple(UPDATE_RULES)  # the update rules an init may store
@@ -346,3 +347,16 @@ class MetaInit:
         except KeyError as e:
             raise ValueError(f"{path}: missing tensor {e}") from e
         return init.to(device) if device is not None else init
+
+
+def member_record(path: str | Path, init: MetaInit, label: str | None = None) -> dict[str, Any]:
+    """How an averaged init names one of its members (``metadip average``, the shipping
+    script): the file (``label``, else ``path`` as given), its sha256, the training step
+    and the run directory it came from (``None`` where the file does not say)."""
+    md = init.metadata
+    return {
+        "file": label if label is not None else str(path),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "outer_step": md.get("outer_step", md.get("outer_steps")),
+        "run": (md.get("train_config") or {}).get("out"),
+    }

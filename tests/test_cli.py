@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,7 +202,10 @@ def test_average_writes_the_mean_of_the_weights(tmp_path, capsys):
     a, b, soup = (MetaInit.load(f) for f in (*files, out))
     for name, w in a.weights.items():
         assert torch.allclose(soup.weights[name], (w + b.weights[name]) / 2, rtol=0, atol=1e-15)
-    assert [m["file"] for m in soup.metadata["averaged"]] == files
+    assert soup.metadata["averaged_base"]["file"] == files[0]
+    assert [m["file"] for m in soup.metadata["averaged_with"]] == files[1:]
+    digest = hashlib.sha256(Path(files[1]).read_bytes()).hexdigest()
+    assert soup.metadata["averaged_with"][0]["sha256"] == digest
     assert torch.equal(soup.log_lr, a.log_lr)
 
 

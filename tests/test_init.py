@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import stat
@@ -12,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from metadip.init import MetaInit
+from metadip.init import MetaInit, member_record
 from metadip.inner import output, prepare
 from metadip.shipped import default_init_path, large_init_path, load_init
 from tests.conftest import tiny_init
@@ -172,6 +173,21 @@ def test_averaged_with_refuses_other_networks_and_nothing():
         a.averaged_with(tiny_init(seed=1, width=8))
     with pytest.raises(ValueError, match="init 1 has network"):
         a.averaged_with(tiny_init(channels=3, seed=1))
+
+
+def test_member_record_names_file_hash_step_and_run(tmp_path):
+    md = {"outer_step": 1200, "train_config": {"out": "runs/a"}}
+    path = dataclasses.replace(tiny_init(), metadata=md).save(tmp_path / "a.safetensors")
+    rec = member_record(path, MetaInit.load(path), label="inits/a.safetensors")
+    assert rec == {
+        "file": "inits/a.safetensors",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "outer_step": 1200,
+        "run": "runs/a",
+    }
+    bare = tiny_init().save(tmp_path / "b.safetensors")
+    rec = member_record(bare, MetaInit.load(bare))
+    assert rec["file"] == str(bare) and rec["outer_step"] is None and rec["run"] is None
 
 
 def test_log_lr_shape_is_validated():

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from metadip.init import SCHEDULES, MetaInit
+from metadip.init import SCHEDULES, MetaInit, member_record
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -104,15 +104,11 @@ def main(argv: list[str] | None = None) -> Path:
         ],
     }
     if args.average:
+        metadata["averaged_base"] = member_record(args.run / args.init, init)
         others = [MetaInit.load(ROOT / f) for f in args.average]
         init = init.averaged_with(*others)
         metadata["averaged_with"] = [
-            {
-                "file": str(f),
-                "sha256": hashlib.sha256((ROOT / f).read_bytes()).hexdigest(),
-                "outer_step": o.metadata.get("outer_step", o.metadata.get("outer_steps")),
-                "run": (o.metadata.get("train_config") or {}).get("out"),
-            }
+            member_record(ROOT / f, o, label=str(f))
             for f, o in zip(args.average, others, strict=True)
         ]
     if args.derived_from:
