@@ -2,7 +2,7 @@
 # Slims the tree a GPU call carries to what the GPU scripts need, and restores it.
 #
 #   bash benchmarks/gpu_tree.sh slim      # before the device calls
-#   GPU_RUNS=educated_denoise_w48_gpu bash benchmarks/gpu_tree.sh slim   # one run's checkpoint
+#   GPU_RUNS=educated_denoise_w48_gpu_cycle bash benchmarks/gpu_tree.sh slim   # one run's checkpoint
 #   bash benchmarks/gpu_tree.sh restore   # right after them
 #
 # A device call carries the tracked files (and untracked ones git does not ignore), at most
@@ -19,7 +19,7 @@ EXCLUDE=.git/info/exclude
 BEGIN="# gpu_tree.sh: begin" END="# gpu_tree.sh: end"
 # The `out` folders of the GPU training runs whose checkpoints travel; GPU_RUNS="…" names
 # only the one a lease continues (the width-128 run's checkpoint alone is 25 MiB).
-read -r -a RUNS <<< "${GPU_RUNS:-paper_gpu educated_denoise_gpu educated_denoise_w48_gpu}"
+read -r -a RUNS <<< "${GPU_RUNS:-paper_gpu educated_denoise_gpu educated_denoise_w48_gpu educated_denoise_w48_gpu_cycle}"
 KEEP=(benchmarks/results/gpu "${RUNS[@]/#/benchmarks/results/}")
 # Of the recipe study's inits only those the tests load travel (each is ~0.45 MiB), and the
 # files configs start from (`init_from`: a GPU run starts there, and a test loads each).
