@@ -21,6 +21,8 @@ METHOD is one of
   ``init:PATH:lr=X``           the same with every learning rate set to X
   ``init:PATH:cos=X``          the same with the rates decaying from X to 0 over the
                                init's horizon (``MetaInit.with_rates(X, "cosine")``)
+  ``init:PATH:lr=X:warm=W``    the rate X ramped up over the first W steps
+                               (``MetaInit.with_rates(X, warmup=W)``)
   ``init:PATH:scale=X``        the same with every learned rate multiplied by X
                                (``MetaInit.scaled_rates(X)``)
   ``init:PATH:random``         the same network, rule and loss from fresh random
@@ -185,12 +187,18 @@ def _method_init(method: str, op: Operator, seed: int = 0) -> MetaInit:
 
 def _with_options(init: MetaInit, options: list[str], method: str, seed: int) -> MetaInit:
     """``init`` changed by a method's ``:``-separated options (``lr=``, ``cos=``,
-    ``scale=``, ``ens=``, ``random``)."""
+    ``warm=``, ``scale=``, ``ens=``, ``random``)."""
+    lr = None
     for p in options:
         if p.startswith("lr="):
-            init = init.with_rates(float(p[3:]))
+            lr = float(p[3:])
+            init = init.with_rates(lr)
         elif p.startswith("cos="):
             init = init.with_rates(float(p[4:]), "cosine")
+        elif p.startswith("warm="):
+            if lr is None:
+                raise ValueError(f"warm=W ramps the rate of an lr=X before it, in {method!r}")
+            init = init.with_rates(lr, warmup=int(p[5:]))
         elif p.startswith("scale="):
             init = init.scaled_rates(float(p[6:]))
         elif p.startswith("ens="):

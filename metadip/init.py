@@ -217,12 +217,15 @@ class MetaInit:
         return replace(self, log_lr=log_lr.clone())
 
     def with_rates(
-        self, lr: float, schedule: str = "constant", steps: int | None = None
+        self, lr: float, schedule: str = "constant", steps: int | None = None, warmup: int = 0
     ) -> MetaInit:
         """The same init with every parameter's rate set by a schedule over ``steps`` rows
         (default: the init's horizon; later steps reuse the last row):
         ``"constant"``: ``lr_t = lr``; ``"cosine"``: ``lr_t = lr · (1 + cos(π t / T)) / 2``,
-        which bounds the total step Σ lr_t ≈ lr·T/2, so fits longer than T barely move."""
+        which bounds the total step Σ lr_t ≈ lr·T/2, so fits longer than T barely move.
+        ``warmup = W > 0`` multiplies the first W rows by ``(t + 1) / W``: Adam's first
+        steps move every weight by about ``lr`` whatever its gradient's size, and on an
+        image the init already fits well that transient costs more than it gains."""
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {lr}")
         if schedule not in SCHEDULES:
@@ -230,10 +233,14 @@ class MetaInit:
         steps = self.steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if not 0 <= warmup <= steps:
+            raise ValueError(f"warmup must be between 0 and steps={steps}, got {warmup}")
         t = torch.arange(steps, dtype=torch.float64)
         rates = torch.full_like(t, lr)
         if schedule == "cosine":
             rates = lr * (1 + torch.cos(math.pi * t / steps)) / 2
+        if warmup:
+            rates = rates * torch.clamp((t + 1) / warmup, max=1.0)
         log_lr = rates.log().unsqueeze(1).expand(steps, self.log_lr.shape[1])
         return replace(self, log_lr=log_lr.to(self.log_lr).clone())
 

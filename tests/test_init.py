@@ -134,7 +134,16 @@ def test_with_rates_sets_every_parameter_by_the_schedule():
     expect = 0.01 * (1 + torch.cos(math.pi * torch.arange(8.0, dtype=torch.float64) / 8)) / 2
     assert cos.steps == 8
     assert torch.allclose(cos.log_lr.exp(), expect.unsqueeze(1).expand_as(cos.log_lr), rtol=1e-12)
-    for bad, match in (({"lr": 0.0}, "positive"), ({"lr": 1e-3, "schedule": "step"}, "schedule")):
+    warm = init.with_rates(0.01, steps=6, warmup=3)
+    expect = 0.01 * torch.tensor([1 / 3, 2 / 3, 1, 1, 1, 1], dtype=torch.float64)
+    assert torch.allclose(warm.log_lr.exp(), expect.unsqueeze(1).expand_as(warm.log_lr), rtol=1e-12)
+    assert torch.equal(init.with_rates(0.01, warmup=0).log_lr, flat.log_lr)
+    for bad, match in (
+        ({"lr": 0.0}, "positive"),
+        ({"lr": 1e-3, "schedule": "step"}, "schedule"),
+        ({"lr": 1e-3, "warmup": -1}, "warmup"),
+        ({"lr": 1e-3, "warmup": 5}, "warmup"),
+    ):
         with pytest.raises(ValueError, match=match):
             init.with_rates(**bad)
 

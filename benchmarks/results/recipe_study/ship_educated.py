@@ -1,7 +1,7 @@
 """Writes a shipped per-task default from an Educated-DIP training run.
 
     python benchmarks/results/recipe_study/ship_educated.py RUN_DIR --task denoise \\
-        --lr 1e-4 --steps 50 [--schedule cosine] [--init best.safetensors] \\
+        --lr 1e-4 --steps 50 [--schedule cosine] [--warmup W] [--init best.safetensors] \\
         [--derived-from "metadip/weights/denoise.safetensors at COMMIT"] [--name NAME] \\
         [--note "what else the file's user should know, e.g. the photos it saw"] \\
         [--ensemble 8] [--average OTHER.safetensors ...]
@@ -13,7 +13,8 @@ already shipped FILE, in place, and records ``--note`` under the metadata's ``en
 
 The run's init (``init.safetensors``, or ``--init``) gets the fine-tune rule chosen on the
 tuning patches (Adam at ``--lr`` for ``--steps`` steps, constant or decaying to 0 by a
-cosine (``MetaInit.with_rates``), the run's inner loss) and its
+cosine, the first ``--warmup`` steps ramped up (``MetaInit.with_rates``), the run's inner
+loss) and its
 provenance (training config, data manifest hash, steps, logged seconds, commit, the
 validation curve, ``--note``), and is written to ``metadip/weights/<task>.safetensors``
 (or ``<NAME>.safetensors``). ``--average`` replaces its weights by their uniform average
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--lr", type=float)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--schedule", choices=SCHEDULES, default="constant")
+    p.add_argument("--warmup", type=int, default=0, help="steps over which the rate ramps up")
     p.add_argument("--init", default="init.safetensors")
     p.add_argument(
         "--derived-from",
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
             "rule": init.rule,
             "lr": args.lr,
             "schedule": args.schedule,
+            "warmup": args.warmup,
             "steps": args.steps,
             "loss": init.loss,
         },
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.note:
         metadata["note"] = args.note
     shipped = replace(
-        init.with_rates(args.lr, args.schedule, args.steps),
+        init.with_rates(args.lr, args.schedule, args.steps, args.warmup),
         metadata=metadata,
         ensemble=args.ensemble,
     )
