@@ -252,7 +252,8 @@ def test_shipped_task_default_loads_with_its_provenance(task):
     assert meta["train_config"]["method"] == "educated" and meta["val_psnr_curve"]
     assert meta["train_config"]["tasks"] == {task: 1.0}
     tune = meta["fine_tune"]
-    expect = init.with_rates(tune["lr"], tune.get("schedule", "constant"), tune["steps"])
+    schedule = tune.get("schedule", "constant")
+    expect = init.with_rates(tune["lr"], schedule, tune["steps"], tune.get("warmup", 0))
     assert torch.allclose(init.log_lr, expect.log_lr)
 
 
