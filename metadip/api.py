@@ -115,8 +115,9 @@ def reconstruct(
     denoising and for inpainting; for CS, phase retrieval, deblurring and every other
     linear operator a pretrained denoiser reading a TV-regularized estimate of the image;
     the meta-learned MetaDIP init for a non-linear operator of any other task),
-    ``"large"`` (denoising only: the default's recipe at width 128; level with the
-    denoising default at 50 steps, at ~4.5× its time on a CPU: for a GPU), ``"random"``
+    ``"large"`` (denoising only: the default's recipe at width 128, still training on
+    GPUs; now ~0.26 dB behind the denoising default at 50 steps, at ~4.5× its CPU time),
+    ``"random"``
     (vanilla DIP: Adam, jitter, EMA),
     ``"decoder"`` (the vanilla Deep Decoder: image sizes a multiple of 32), a file path
     or a ``MetaInit`` (one with a classical solver, ``metadip.classical``, runs it after
