@@ -225,6 +225,12 @@ class Session:
     held_out: list
 
 
+def split_images(cfg: TrainConfig) -> tuple[dict, dict]:
+    """The run's train and validation images (``name -> (C, H, W)`` uint8), split by file
+    with ``cfg.split_seed``: the training ``seed`` never moves a photo between them."""
+    return load_images(cfg.data, cfg.channels, cfg.val_fraction, cfg.split_seed)
+
+
 def start_session(cfg: TrainConfig, resume: bool, writer: bool = True) -> Session:
     """Opens (or resumes) ``cfg.out``, sets the thread count and loads the data split;
     ``writer=False`` (a data-parallel process other than the first) reads and writes
@@ -234,7 +240,7 @@ def start_session(cfg: TrainConfig, resume: bool, writer: bool = True) -> Sessio
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
-    train_images, val_images = load_images(cfg.data, cfg.channels, cfg.val_fraction, cfg.seed)
+    train_images, val_images = split_images(cfg)
     return Session(
         run,
         device,

@@ -116,6 +116,10 @@ class TrainConfig:
     data: str = "auto"
     patch: int = 64
     val_fraction: float = 0.1
+    # The train/validation split by file. Apart from ``seed`` so that runs of other seeds
+    # hold out (and validate on) the same photos: with the split tied to ``seed``, a run
+    # of seed 2 trained on 13 of the 17 photos that seed 0 holds out.
+    split_seed: int = 0
     tasks: dict[str, float] = field(default_factory=lambda: {"denoise": 1.0})
     sigma: list[float] = field(default_factory=lambda: [25.0, 25.0])
     ratio: list[float] = field(default_factory=lambda: [0.25, 0.25])
