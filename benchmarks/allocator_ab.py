@@ -13,6 +13,7 @@ Workloads (the fitting step on 128² denoising, Educated-DIP network, Adam, one 
                     width 48), 1 thread: what a training thread runs
   ``meta-t20``      one meta-gradient of the MetaDIP default, one task, T = 20, 1 thread
   ``denoise``       ``reconstruct(y, op)`` with the shipped denoising default, 2 threads
+  ``denoise-50``    the same with ``steps=50`` (its time target: 3 s)
 Each child prints ms (median; the fitting steps also GFLOP, the matmul rate it measured
 and the ratio to the floor) and the page faults it took while timed. The parent prints
 per workload the medians and the paired speed-up (mean ± s.e. over reps) and appends
@@ -32,7 +33,15 @@ from pathlib import Path
 from statistics import mean, median, stdev
 
 THREADS = {"pretrain-w48": 1, "meta-t20": 1}
-WORKLOADS = ("fit-w32", "fit-w32-sure", "fit-w48-sure", "pretrain-w48", "meta-t20", "denoise")
+WORKLOADS = (
+    "fit-w32",
+    "fit-w32-sure",
+    "fit-w48-sure",
+    "pretrain-w48",
+    "meta-t20",
+    "denoise",
+    "denoise-50",
+)
 
 
 def _timed(fn, reps: int, warmup: int) -> tuple[float, int]:
@@ -113,7 +122,7 @@ def _meta() -> dict:
     return {"ms": 1e3 * seconds, "faults": faults}
 
 
-def _denoise() -> dict:
+def _denoise(steps: int | None) -> dict:
     import torch
 
     import metadip
@@ -121,7 +130,7 @@ def _denoise() -> dict:
     x = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))
     op = metadip.Denoise(x.shape, 25 / 255)
     y = op.measure(x, torch.Generator().manual_seed(1))
-    seconds, faults = _timed(lambda: metadip.reconstruct(y, op, progress=False), 3, 1)
+    seconds, faults = _timed(lambda: metadip.reconstruct(y, op, steps=steps, progress=False), 3, 1)
     return {"ms": 1e3 * seconds, "faults": faults}
 
 
@@ -143,7 +152,8 @@ def child(workload: str, tuned: bool) -> dict:
         "fit-w48-sure": lambda: _fit(48, "sure"),
         "pretrain-w48": _pretrain,
         "meta-t20": _meta,
-        "denoise": _denoise,
+        "denoise": lambda: _denoise(None),
+        "denoise-50": lambda: _denoise(50),
     }[workload]
     return {"workload": workload, "tuned": tuned, "threads": torch.get_num_threads(), **run()}
 
@@ -171,7 +181,12 @@ def main() -> None:
         rows: dict[bool, list[dict]] = {False: [], True: []}
         for rep in range(args.reps):
             for tuned in (False, True) if rep % 2 == 0 else (True, False):
-                env = {**os.environ, "OMP_NUM_THREADS": str(THREADS.get(workload, 2))}
+                # The benchmark helpers tune on import unless METADIP_MALLOC=0.
+                env = {
+                    **os.environ,
+                    "OMP_NUM_THREADS": str(THREADS.get(workload, 2)),
+                    "METADIP_MALLOC": str(int(tuned)),
+                }
                 cmd = [sys.executable, "-m", "benchmarks.allocator_ab", "--child", workload]
                 out = subprocess.run(
                     [*cmd, "--tuned", str(int(tuned))],

@@ -11,11 +11,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.provenance import git_commit
+from metadip import allocator
 from metadip.guide import guide_input
 from metadip.inner import init_state, prepare, step
 from metadip.operators import PhaseRetrieval
 
 _RATES: dict[str, float] = {}
+# The suites time what the metadip command runs: glibc's thresholds raised unless
+# METADIP_MALLOC=0 (benchmarks/allocator_ab.py pairs the two settings).
+_ALLOCATOR = allocator.tune_allocator()[0] if allocator.wanted() else False
 
 
 def bench_threads(default: int = 0):
@@ -56,6 +60,7 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "commit": git_commit(),
+        "allocator_tuned": _ALLOCATOR,
         # The machine may be shared: the load average says how much to trust a CPU time.
         "loadavg_1min": os.getloadavg()[0],
     }

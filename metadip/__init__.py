@@ -5,6 +5,7 @@ op = metadip.Denoise((3, 128, 128), sigma=25 / 255)
 rec = metadip.reconstruct(op.measure(x), op)   # rec.image: (3, 128, 128)
 """
 
+from metadip.allocator import tune_allocator
 from metadip.api import Reconstruction, reconstruct
 from metadip.init import MetaInit
 from metadip.meta import meta_gradient
@@ -43,4 +44,5 @@ __all__ = [
     "psnr",
     "reconstruct",
     "ssim",
+    "tune_allocator",
 ]
